@@ -1,0 +1,408 @@
+"""The one job configuration: frozen dataclasses, loaded from YAML, validated when built.
+
+Every key of the YAML file maps to a field below; unknown keys are rejected. Any value can
+be overridden from the environment with ``STREAMAD__<SECTION>__<FIELD>``, for example
+``STREAMAD__KAFKA__BOOTSTRAP_SERVERS=broker:9092``; the value is parsed as YAML, so
+``STREAMAD__FLINK__PARALLELISM=4`` is a number. Relative paths are resolved against the
+folder of the configuration file. Secrets are never part of this object: the InfluxDB token
+comes from ``STREAMAD_INFLUXDB_TOKEN`` or from the file named by ``influxdb.token_file``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+ENV_PREFIX = "STREAMAD__"
+TOKEN_ENV_VAR = "STREAMAD_INFLUXDB_TOKEN"
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "jobs" / "default.yaml"
+
+TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
+WINDOW_KINDS = ("tumbling", "hopping")
+# Statistics the job computes per metric and window; see models/features.py.
+KNOWN_STATISTICS = ("mean", "std", "min", "max", "last")
+# Flink SQL identifiers we generate must be plain: letters, digits, underscore.
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or impossible. The message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    events_topic: str = "events"
+    alerts_topic: str = "alerts"
+    dead_letter_topic: str = "events-dead-letter"
+    consumer_group: str = "streamad-job"
+    # Partitions of the topics that `streamad stack up` creates.
+    partitions: int = 2
+    # Where the job starts reading when its consumer group has no committed offset.
+    start_from: str = "earliest"
+    # Must be above the longest checkpoint plus restart time, and at most the broker's
+    # transaction.max.timeout.ms (the local stack sets that to 1 hour).
+    transaction_timeout_ms: int = 900_000
+
+    def _validate(self) -> None:
+        if not re.match(r"^[^\s,]+:\d+(,[^\s,]+:\d+)*$", self.bootstrap_servers):
+            raise ConfigError(
+                f"kafka.bootstrap_servers must be a comma-separated list of host:port, "
+                f"got {self.bootstrap_servers!r}; for example '127.0.0.1:9092'."
+            )
+        topics = {}
+        for name in ("events_topic", "alerts_topic", "dead_letter_topic"):
+            topic = getattr(self, name)
+            if not isinstance(topic, str) or not _TOPIC_NAME.match(topic):
+                raise ConfigError(
+                    f"kafka.{name} must be a Kafka topic name (letters, digits, '.', '_', '-'), "
+                    f"got {topic!r}."
+                )
+            if topic in topics:
+                raise ConfigError(
+                    f"kafka.{name} and kafka.{topics[topic]} are both {topic!r}: the events, "
+                    f"alerts and dead-letter topics must be different topics."
+                )
+            topics[topic] = name
+        _require_positive_int("kafka.partitions", self.partitions)
+        if self.start_from not in ("earliest", "latest"):
+            raise ConfigError(
+                f"kafka.start_from must be 'earliest' or 'latest', got {self.start_from!r}."
+            )
+        _require_positive_int("kafka.transaction_timeout_ms", self.transaction_timeout_ms)
+
+
+@dataclass(frozen=True)
+class SchemaConfig:
+    key_field: str = "key"
+    time_field: str = "timestamp"
+    time_format: str = "iso8601"
+    metric_fields: tuple[str, ...] = ()
+
+    def _validate(self) -> None:
+        for name in ("key_field", "time_field"):
+            _require_field_name(f"schema.{name}", getattr(self, name))
+        if self.time_format not in TIME_FORMATS:
+            raise ConfigError(
+                f"schema.time_format must be one of {', '.join(TIME_FORMATS)}, "
+                f"got {self.time_format!r}."
+            )
+        if not self.metric_fields:
+            raise ConfigError(
+                "schema.metric_fields is empty: list the numeric fields of an event to build "
+                "features from, for example [cpu, memory]."
+            )
+        seen = set()
+        for metric in self.metric_fields:
+            _require_field_name("schema.metric_fields", metric)
+            if metric in seen:
+                raise ConfigError(f"schema.metric_fields lists {metric!r} twice.")
+            if metric in (self.key_field, self.time_field):
+                raise ConfigError(
+                    f"schema.metric_fields contains {metric!r}, which is also the key or time "
+                    f"field; a metric must be another field."
+                )
+            seen.add(metric)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    kind: str = "hopping"
+    size_s: int = 600
+    slide_s: int = 60
+    max_out_of_orderness_s: int = 30
+    idle_timeout_s: int = 30
+
+    def _validate(self) -> None:
+        if self.kind not in WINDOW_KINDS:
+            raise ConfigError(
+                f"window.kind must be one of {', '.join(WINDOW_KINDS)}, got {self.kind!r}."
+            )
+        _require_positive_int("window.size_s", self.size_s)
+        _require_positive_int("window.slide_s", self.slide_s)
+        if self.kind == "hopping":
+            if self.slide_s > self.size_s or self.size_s % self.slide_s:
+                raise ConfigError(
+                    f"window.size_s ({self.size_s}) must be a whole multiple of window.slide_s "
+                    f"({self.slide_s}) for hopping windows; for example size_s 600 with "
+                    f"slide_s 60."
+                )
+        _require_non_negative_int("window.max_out_of_orderness_s", self.max_out_of_orderness_s)
+        _require_positive_int("window.idle_timeout_s", self.idle_timeout_s)
+
+    @property
+    def effective_slide_s(self) -> int:
+        """Distance between window starts; a tumbling window slides by its size."""
+        return self.slide_s if self.kind == "hopping" else self.size_s
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    statistics: tuple[str, ...] = KNOWN_STATISTICS
+    # The event count of the window is a feature too (a silent or chatty key is news).
+    include_count: bool = True
+
+    def _validate(self) -> None:
+        if not self.statistics:
+            raise ConfigError(
+                f"features.statistics is empty; choose from {', '.join(KNOWN_STATISTICS)}."
+            )
+        for stat in self.statistics:
+            if stat not in KNOWN_STATISTICS:
+                raise ConfigError(
+                    f"features.statistics has {stat!r}; allowed: {', '.join(KNOWN_STATISTICS)}."
+                )
+        if len(set(self.statistics)) != len(self.statistics):
+            raise ConfigError(f"features.statistics repeats a statistic: {list(self.statistics)}.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    artifact_dir: str = "models/artifacts/default"
+    # Training: the alert threshold is the (1 - target_alert_rate) quantile of the training
+    # windows' scores, so about this share of normal windows would alert.
+    target_alert_rate: float = 0.01
+    n_estimators: int = 200
+    random_state: int = 0
+
+    def _validate(self) -> None:
+        if not isinstance(self.artifact_dir, str) or not self.artifact_dir:
+            raise ConfigError("model.artifact_dir must be a folder path.")
+        if not (isinstance(self.target_alert_rate, (int, float))
+                and 0 < self.target_alert_rate < 0.5):
+            raise ConfigError(
+                f"model.target_alert_rate must be a share between 0 and 0.5 (0.01 means about "
+                f"1% of normal windows alert), got {self.target_alert_rate!r}."
+            )
+        _require_positive_int("model.n_estimators", self.n_estimators)
+
+
+@dataclass(frozen=True)
+class InfluxDBConfig:
+    url: str = "http://127.0.0.1:8086"
+    org: str = "-"
+    # On InfluxDB 1.8+ the bucket is "database/retention_policy".
+    bucket: str = "streamad/autogen"
+    measurement: str = "window_scores"
+    token_file: str | None = None
+    write_timeout_ms: int = 30_000
+
+    def _validate(self) -> None:
+        if not re.match(r"^https?://[^\s/]+(:\d+)?/?$", self.url or ""):
+            raise ConfigError(
+                f"influxdb.url must look like http://host:8086, got {self.url!r}."
+            )
+        for name in ("org", "bucket", "measurement"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"influxdb.{name} must be a non-empty string, got {value!r}.")
+        _require_positive_int("influxdb.write_timeout_ms", self.write_timeout_ms)
+
+    @property
+    def database(self) -> str:
+        """The InfluxDB 1.x database (the bucket's part before '/'), for InfluxQL queries."""
+        return self.bucket.split("/", 1)[0]
+
+    def read_token(self) -> str:
+        """The token from the environment or ``token_file``; ':' (no auth) when neither is set."""
+        token = os.environ.get(TOKEN_ENV_VAR)
+        if token:
+            return token
+        if self.token_file:
+            path = Path(self.token_file)
+            if not path.is_file():
+                raise ConfigError(
+                    f"influxdb.token_file is {self.token_file!r} but there is no such file; "
+                    f"create it, or set {TOKEN_ENV_VAR} instead."
+                )
+            return path.read_text().strip()
+        return ":"
+
+
+@dataclass(frozen=True)
+class FlinkConfig:
+    rest_url: str = "http://127.0.0.1:8081"
+    parallelism: int = 2
+    checkpoint_interval_s: int = 10
+    checkpoint_dir: str = "~/.local/state/streamad/checkpoints"
+    job_name: str = "streamad-anomaly-detection"
+    # Python bundles: rows handed to the Python worker together (and arrow batch size).
+    python_bundle_size: int = 1000
+    python_bundle_time_ms: int = 1000
+    restart_attempts: int = 10
+    restart_delay_s: int = 5
+
+    def _validate(self) -> None:
+        _require_positive_int("flink.parallelism", self.parallelism)
+        _require_positive_int("flink.checkpoint_interval_s", self.checkpoint_interval_s)
+        _require_positive_int("flink.python_bundle_size", self.python_bundle_size)
+        _require_positive_int("flink.python_bundle_time_ms", self.python_bundle_time_ms)
+        _require_non_negative_int("flink.restart_attempts", self.restart_attempts)
+        _require_non_negative_int("flink.restart_delay_s", self.restart_delay_s)
+        if not self.checkpoint_dir:
+            raise ConfigError("flink.checkpoint_dir must be a folder path or URI.")
+
+    @property
+    def checkpoint_uri(self) -> str:
+        if "://" in self.checkpoint_dir:
+            return self.checkpoint_dir
+        return Path(self.checkpoint_dir).expanduser().resolve().as_uri()
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    schema: SchemaConfig = field(default_factory=SchemaConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    influxdb: InfluxDBConfig = field(default_factory=InfluxDBConfig)
+    flink: FlinkConfig = field(default_factory=FlinkConfig)
+    # Where the file came from, for messages; not a YAML key.
+    source: str = field(default="<defaults>", compare=False)
+
+    def __post_init__(self) -> None:
+        for section in _SECTIONS:
+            getattr(self, section)._validate()
+        timeout_s = self.kafka.transaction_timeout_ms / 1000
+        if timeout_s <= 3 * self.flink.checkpoint_interval_s:
+            raise ConfigError(
+                f"kafka.transaction_timeout_ms ({self.kafka.transaction_timeout_ms}) must be well "
+                f"above flink.checkpoint_interval_s ({self.flink.checkpoint_interval_s} s): a "
+                f"transaction stays open from one checkpoint to the next, plus restart time."
+            )
+
+    @property
+    def artifact_path(self) -> Path:
+        return Path(self.model.artifact_dir).expanduser()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+
+_SECTIONS = {
+    "kafka": KafkaConfig,
+    "schema": SchemaConfig,
+    "window": WindowConfig,
+    "features": FeaturesConfig,
+    "model": ModelConfig,
+    "influxdb": InfluxDBConfig,
+    "flink": FlinkConfig,
+}
+
+
+def load_config(path: str | os.PathLike | None = None,
+                environ: Mapping[str, str] | None = None) -> JobConfig:
+    """Read, override from the environment, and validate a job configuration.
+
+    >>> config = load_config(DEFAULT_CONFIG_PATH, environ={"STREAMAD__FLINK__PARALLELISM": "1"})
+    >>> config.flink.parallelism, config.window.kind
+    (1, 'hopping')
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    environ = os.environ if environ is None else environ
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"no configuration file at {path}; pass --config with an existing "
+                          f"file, or start from {DEFAULT_CONFIG_PATH}.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}.")
+    _apply_env_overrides(raw, environ)
+    return config_from_dict(raw, base_dir=path.resolve().parent, source=str(path))
+
+
+def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
+                     source: str = "<dict>") -> JobConfig:
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown section(s) {sorted(unknown)}; allowed: {sorted(_SECTIONS)}."
+        )
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        values = dict(raw.get(name) or {})
+        if not isinstance(raw.get(name, {}) or {}, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping.")
+        allowed = {f.name for f in fields(cls)}
+        bad = set(values) - allowed
+        if bad:
+            raise ConfigError(
+                f"{source}: unknown key(s) {sorted(bad)} in section {name!r}; "
+                f"allowed: {sorted(allowed)}."
+            )
+        for key, value in list(values.items()):
+            if isinstance(value, list):
+                values[key] = tuple(value)
+        if base_dir is not None:
+            _resolve_paths(name, values, base_dir)
+        try:
+            sections[name] = cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: section {name!r}: {exc}") from None
+    return JobConfig(**sections, source=source)
+
+
+def _resolve_paths(section: str, values: dict, base_dir: Path) -> None:
+    path_keys = {"model": ("artifact_dir",), "influxdb": ("token_file",),
+                 "flink": ("checkpoint_dir",)}.get(section, ())
+    for key in path_keys:
+        value = values.get(key)
+        if isinstance(value, str) and value and "://" not in value:
+            expanded = Path(value).expanduser()
+            values[key] = str(expanded if expanded.is_absolute() else (base_dir / expanded).resolve())
+
+
+def _apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> None:
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(
+                f"environment variable {name} must have the form "
+                f"{ENV_PREFIX}<SECTION>__<KEY>, for example {ENV_PREFIX}FLINK__PARALLELISM."
+            )
+        section, key = parts
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"environment variable {name} names section {section!r}; "
+                f"allowed: {sorted(_SECTIONS)}."
+            )
+        raw.setdefault(section, {})
+        if raw[section] is None:
+            raw[section] = {}
+        raw[section][key] = yaml.safe_load(text) if text != "" else None
+
+
+def _require_field_name(where: str, value: Any) -> None:
+    if not isinstance(value, str) or not _FIELD_NAME.match(value):
+        raise ConfigError(
+            f"{where} must be a field name of letters, digits and '_' (not starting with a "
+            f"digit), got {value!r}."
+        )
+
+
+def _require_positive_int(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where} must be a whole number above 0, got {value!r}.")
+
+
+def _require_non_negative_int(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where} must be a whole number of 0 or more, got {value!r}.")
+
+
+__all__ = ["JobConfig", "ConfigError", "load_config", "config_from_dict", "TOKEN_ENV_VAR",
+           "DEFAULT_CONFIG_PATH"]

@@ -1,0 +1,145 @@
+"""A standalone Flink cluster (JobManager + one TaskManager) from the apache-flink wheel's bin/.
+
+The configuration is flink-conf/config.yaml rendered into <state>/flink-conf with the keys in
+`_rendered_keys`; site-packages is never edited. The Kafka connector jar comes from Maven
+Central into the cache and is shipped with each job (pipeline.jars), not put on the classpath.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from . import process
+from .versions import KAFKA_CONNECTOR_ARTIFACT, KAFKA_CONNECTOR_VERSION
+
+log = logging.getLogger(__name__)
+JOBMANAGER, TASKMANAGER = "flink-jobmanager", "flink-taskmanager"
+REPO_CONF = Path(__file__).resolve().parents[2] / "flink-conf" / "config.yaml"
+
+
+def flink_home() -> Path:
+    import pyflink
+    return Path(pyflink.__file__).resolve().parent
+
+
+def connector_jar() -> Path:
+    """The Kafka SQL connector jar for the pinned Flink, downloaded once with Maven."""
+    jar = process.cache_dir() / "jars" / f"flink-sql-connector-kafka-{KAFKA_CONNECTOR_VERSION}.jar"
+    if jar.is_file():
+        return jar
+    if shutil.which("mvn") is None:
+        raise process.StackError("Maven (mvn) is needed to download the Flink Kafka connector "
+                                 "from Maven Central; install it ('apt-get install maven').")
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s from Maven Central (once)...", KAFKA_CONNECTOR_ARTIFACT)
+    process.run_checked(
+        ["mvn", "-B", "-q", "dependency:copy", f"-Dartifact={KAFKA_CONNECTOR_ARTIFACT}",
+         f"-DoutputDirectory={jar.parent}", "-Dmdep.overWriteReleases=true"],
+        "downloading the Flink Kafka connector", "install-flink-connector")
+    return jar
+
+
+def conf_dir() -> Path:
+    return process.state_dir() / "flink-conf"
+
+
+def render_conf(rest_url: str) -> Path:
+    """Write <state>/flink-conf from flink-conf/config.yaml plus this machine's settings."""
+    settings = yaml.safe_load(REPO_CONF.read_text())
+    settings.update(_rendered_keys(rest_url))
+    target = conf_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "config.yaml").write_text(
+        "# Rendered by `streamad stack up` from flink-conf/config.yaml: edit that file.\n"
+        + yaml.safe_dump(settings, sort_keys=True, width=100_000))
+    for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties"):
+        shutil.copy(flink_home() / "conf" / name, target / name)
+    return target
+
+
+def _rendered_keys(rest_url: str) -> dict:
+    parsed = urllib.parse.urlparse(rest_url)
+    state = process.state_dir() / "flink"
+    return {
+        "rest.port": parsed.port or 8081,
+        "execution.checkpointing.dir": (state / "checkpoints").resolve().as_uri(),
+        "execution.checkpointing.savepoint-dir": (state / "savepoints").resolve().as_uri(),
+        "io.tmp.dirs": str(state / "tmp"),
+        # Workers and the job client run the interpreter that has pyflink and this project.
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+    }
+
+
+def _env() -> dict[str, str]:
+    log_dir = process.logs_dir() / "flink"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (process.state_dir() / "flink" / "tmp").mkdir(parents=True, exist_ok=True)
+    return {"FLINK_CONF_DIR": str(conf_dir()), "FLINK_LOG_DIR": str(log_dir),
+            "FLINK_PID_DIR": str(process.state_dir() / "flink"),
+            "PYFLINK_CLIENT_EXECUTABLE": sys.executable}
+
+
+def start(rest_url: str) -> bool:
+    """Start the JobManager and TaskManager unless ours run; True if this call started any."""
+    parsed = urllib.parse.urlparse(rest_url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 8081
+    connector_jar()
+    started = False
+    if process.running_pid(JOBMANAGER) is None:
+        if process.port_open(host, port):
+            raise process.StackError(
+                f"something else listens on {host}:{port}; stop it or point "
+                f"STREAMAD__FLINK__REST_URL at a free port.")
+        render_conf(rest_url)
+        process.start_process(JOBMANAGER, [str(flink_home() / "bin" / "jobmanager.sh"),
+                                           "start-foreground"], env=_env())
+        started = True
+    if process.running_pid(TASKMANAGER) is None:
+        start_taskmanager()
+        started = True
+    process.wait_until(lambda: _registered_taskmanagers(rest_url) >= 1, 120,
+                       f"a TaskManager registered at {rest_url}", JOBMANAGER)
+    return started
+
+
+def start_taskmanager() -> int:
+    """Start (or, after a crash, restart) the TaskManager; returns its PID."""
+    return process.start_process(TASKMANAGER, [str(flink_home() / "bin" / "taskmanager.sh"),
+                                               "start-foreground"], env=_env())
+
+
+def stop() -> bool:
+    stopped_tm = process.stop_process(TASKMANAGER, timeout_s=30)
+    stopped_jm = process.stop_process(JOBMANAGER, timeout_s=30)
+    return stopped_tm or stopped_jm
+
+
+def rest(rest_url: str, path: str, method: str = "GET", timeout_s: float = 10) -> dict:
+    request = urllib.request.Request(f"{rest_url.rstrip('/')}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        body = response.read()
+    return json.loads(body) if body else {}
+
+
+def _registered_taskmanagers(rest_url: str) -> int:
+    return len(rest(rest_url, "/taskmanagers").get("taskmanagers", []))
+
+
+def running_jobs(rest_url: str, name: str | None = None) -> list[dict]:
+    jobs = rest(rest_url, "/jobs/overview").get("jobs", [])
+    return [job for job in jobs if job["state"] in ("RUNNING", "CREATED", "RESTARTING",
+                                                    "INITIALIZING")
+            and (name is None or job["name"] == name)]
+
+
+def cancel_job(rest_url: str, job_id: str) -> None:
+    rest(rest_url, f"/jobs/{job_id}?mode=cancel", method="PATCH")

@@ -1,0 +1,164 @@
+"""A single-node Apache Kafka broker in KRaft mode (broker + controller), from Maven Central."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+from . import process
+from .versions import KAFKA_VERSION, LOG4J_VERSION
+
+log = logging.getLogger(__name__)
+NAME = "kafka"
+# Flink's KafkaSink may keep a transaction open for up to its transaction.timeout.ms; the
+# broker refuses any longer than this, so it is set well above the job's default.
+TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>streamad.local</groupId><artifactId>kafka-broker</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId><version>{log4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId><version>{log4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka
+        level: WARN
+      - name: org.apache.kafka
+        level: WARN
+"""
+
+
+def libs_dir() -> Path:
+    return process.cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def install() -> Path:
+    """Download the broker's jars with Maven, once; later calls reuse the cache."""
+    libs = libs_dir()
+    if (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+        return libs
+    if shutil.which("mvn") is None:
+        raise process.StackError("Maven (mvn) is needed to download Kafka from Maven Central; "
+                                 "install it, for example with 'apt-get install maven'.")
+    work = libs.parent
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "pom.xml").write_text(_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
+    log.info("downloading Apache Kafka %s from Maven Central (once)...", KAFKA_VERSION)
+    staging = work / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    process.run_checked(
+        ["mvn", "-B", "-q", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+         "-DincludeScope=runtime", f"-DoutputDirectory={staging}"],
+        "downloading Kafka with Maven", "install-kafka")
+    staging.rename(libs)
+    return libs
+
+
+def _server_properties(host: str, port: int, controller_port: int, data_dir: Path) -> str:
+    return f"""process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers={host}:{controller_port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=PLAINTEXT://{host}:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data_dir}
+num.partitions=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+transaction.max.timeout.ms={TRANSACTION_MAX_TIMEOUT_MS}
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.retention.hours=168
+"""
+
+
+def _java_argv(libs: Path, main_class: str, *args: str, heap: str = "512m") -> list[str]:
+    config_dir = process.state_dir() / "kafka"
+    return ["java", f"-Xmx{heap}", f"-Xms{heap}",
+            f"-Dlog4j2.configurationFile={config_dir / 'log4j2.yaml'}",
+            "-cp", f"{libs}/*", main_class, *args]
+
+
+def start(host: str, port: int) -> bool:
+    """Start the broker unless ours already runs; True when this call started it."""
+    if process.running_pid(NAME) is not None:
+        return False
+    if process.port_open(host, port):
+        raise process.StackError(
+            f"something else listens on {host}:{port}; stop it or point "
+            f"STREAMAD__KAFKA__BOOTSTRAP_SERVERS at a free port.")
+    libs = install()
+    controller_port = port + 1
+    config_dir = process.state_dir() / "kafka"
+    data_dir = config_dir / "data"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    properties = config_dir / "server.properties"
+    properties.write_text(_server_properties(host, port, controller_port, data_dir))
+    (config_dir / "log4j2.yaml").write_text(_LOG4J2)
+    if not (data_dir / "meta.properties").is_file():
+        cluster_id = _random_cluster_id()
+        process.run_checked(
+            _java_argv(libs, "kafka.tools.StorageTool", "format", "--standalone",
+                       "-t", cluster_id, "-c", str(properties), heap="256m"),
+            "formatting Kafka's KRaft storage", "kafka-format")
+    process.start_process(NAME, _java_argv(libs, "kafka.Kafka", str(properties)))
+    process.wait_until(lambda: process.port_open(host, port), 90,
+                       f"listening on {host}:{port}", NAME)
+    return True
+
+
+def _random_cluster_id() -> str:
+    import base64
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def stop() -> bool:
+    return process.stop_process(NAME, timeout_s=60)
+
+
+def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int) -> list[str]:
+    """Create any of `topics` that do not exist yet; returns the ones created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="streamad-stack",
+                             request_timeout_ms=30_000)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1)
+                                     for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+        return missing
+    finally:
+        admin.close()
