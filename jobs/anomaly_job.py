@@ -1,0 +1,143 @@
+"""The streamad Flink job: Kafka events -> event-time windows -> model scores -> InfluxDB + alerts.
+
+Submit it to a cluster (what `streamad submit` does):
+
+    flink run -d -py jobs/anomaly_job.py -pyfs models,udfs,streamad,jobs -- --config jobs/default.yaml
+
+or run it in a local mini-cluster with ``python jobs/anomaly_job.py --local``. See jobs/sql.py
+for the SQL and the data's path through it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script by `flink run -py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment  # noqa: E402
+from pyflink.table.udf import udf  # noqa: E402
+
+from jobs import sql  # noqa: E402
+from models.artifact import verify_artifact  # noqa: E402
+from models.features import aggregate_columns, feature_names  # noqa: E402
+from streamad.config import JobConfig, load_config  # noqa: E402
+from udfs.influx_sink import WriteScoresToInflux  # noqa: E402
+from udfs.scoring import ParseEvents, ScoreWindows, parse_result_type, score_result_type  # noqa: E402
+
+log = logging.getLogger("streamad.job")
+
+
+def job_features(config: JobConfig) -> list[str]:
+    return feature_names(config.schema.metric_fields, config.features.statistics,
+                         config.features.include_count)
+
+
+def configure(t_env: TableEnvironment, config: JobConfig, connector_jar: str | None,
+              python_executable: str | None = None) -> None:
+    settings = {
+        "pipeline.name": config.flink.job_name,
+        "parallelism.default": str(config.flink.parallelism),
+        "table.local-time-zone": "UTC",
+        "table.exec.source.idle-timeout": f"{config.window.idle_timeout_s} s",
+        "execution.checkpointing.interval": f"{config.flink.checkpoint_interval_s} s",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.dir": config.flink.checkpoint_uri,
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "state.backend.type": "rocksdb",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": str(config.flink.restart_attempts),
+        "restart-strategy.fixed-delay.delay": f"{config.flink.restart_delay_s} s",
+        "python.fn-execution.bundle.size": str(config.flink.python_bundle_size),
+        "python.fn-execution.bundle.time": str(config.flink.python_bundle_time_ms),
+        "python.fn-execution.arrow.batch.size": str(config.flink.python_bundle_size),
+    }
+    if connector_jar:
+        settings["pipeline.jars"] = Path(connector_jar).resolve().as_uri()
+    if python_executable:  # a cluster brings its own (python.executable in its config)
+        settings["python.executable"] = python_executable
+    for key, value in settings.items():
+        t_env.get_config().set(key, value)
+
+
+def build_job(t_env: TableEnvironment, config: JobConfig,
+              options: sql.RunOptions = sql.RunOptions()) -> StatementSet:
+    """Create the tables, views and UDFs of the job and return its three INSERTs."""
+    schema = config.schema
+    features = job_features(config)
+    aggregates = aggregate_columns(schema.metric_fields)
+
+    parse = udf(ParseEvents(schema.key_field, schema.time_field, schema.time_format,
+                            schema.metric_fields),
+                result_type=parse_result_type(schema.metric_fields), func_type="pandas")
+    score = udf(ScoreWindows(str(config.artifact_path), schema.metric_fields,
+                             config.features.statistics, config.features.include_count),
+                result_type=score_result_type(features), func_type="pandas")
+    influx = config.influxdb
+    write = udf(WriteScoresToInflux(influx.url, influx.org, influx.bucket, influx.measurement,
+                                    schema.key_field, features, influx.token_file,
+                                    influx.write_timeout_ms),
+                result_type="BIGINT", func_type="pandas")
+    t_env.create_temporary_function(sql.PARSE_UDF, parse)
+    t_env.create_temporary_function(sql.SCORE_UDF, score)
+    t_env.create_temporary_function(sql.WRITE_UDF, write)
+
+    for statement in (sql.source_ddl(config, options), sql.dead_letter_ddl(config),
+                      sql.alerts_ddl(config, features), sql.influx_writes_ddl()):
+        t_env.execute_sql(statement)
+    for name, query in (("checked", sql.checked_query(config)),
+                        ("good_events", sql.good_events_query(config)),
+                        ("window_aggregates", sql.window_aggregates_query(config)),
+                        ("scored", sql.scored_query(aggregates))):
+        t_env.create_temporary_view(name, t_env.sql_query(query))
+
+    statements = t_env.create_statement_set()
+    statements.add_insert_sql(sql.insert_dead_letters())
+    statements.add_insert_sql(sql.insert_influx_writes(features))
+    statements.add_insert_sql(sql.insert_alerts(features))
+    return statements
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="job configuration YAML "
+                        "(default: jobs/default.yaml)")
+    parser.add_argument("--connector-jar", default=None,
+                        help="Kafka connector jar to ship with the job (pipeline.jars)")
+    parser.add_argument("--bounded", action="store_true",
+                        help="stop at the latest offsets present at start")
+    parser.add_argument("--wait", action="store_true",
+                        help="block until the job ends (a bounded or local run)")
+    parser.add_argument("--python", default=None,
+                        help="Python interpreter for the UDF workers (local runs); a cluster "
+                             "uses its own python.executable")
+    parser.add_argument("--explain", action="store_true", help="print the plan and exit")
+    args = parser.parse_args(argv)
+
+    config = load_config(args.config)
+    # Fail here, at submission, rather than in every TaskManager: a missing, altered or
+    # mismatched model artifact stops the job before it starts.
+    metadata = verify_artifact(config.artifact_path, job_features(config))
+    log.info("model %s from %s", metadata["model_version"], config.artifact_path)
+
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    configure(t_env, config, args.connector_jar, args.python)
+    statements = build_job(t_env, config, sql.RunOptions(bounded=args.bounded))
+    if args.explain:
+        print(statements.explain())
+        return 0
+    result = statements.execute()
+    job_client = result.get_job_client()
+    if job_client is not None:
+        print(f"submitted job {job_client.get_job_id()} ({config.flink.job_name})", flush=True)
+    if args.wait:
+        result.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Flink SQL for the anomaly job, generated from the job configuration.
+
+Pure string building, so it can be read and tested without a cluster. The `*_query`
+functions are views; the job registers them from Table objects so that each is computed once
+however many sinks read it (a SQL CREATE VIEW would be expanded, and its UDFs run, per sink).
+The data's path:
+
+    events_raw (Kafka, raw payload; event time parsed here, watermarks)
+      -> checked (parse_event UDF: reason, key, metrics; late events get a reason too)
+         -> dead_letters (Kafka, exactly-once)             where reason IS NOT NULL
+         -> window_aggregates (HOP/TUMBLE, per key)          where reason IS NULL
+            -> scored (score_windows UDF)
+               -> influx_writes (write_scores UDF -> blackhole)   every window
+               -> alerts (Kafka, exactly-once)                     anomalous windows
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.features import AGGREGATES, COUNT_COLUMN, aggregate_name
+from streamad.config import JobConfig
+
+PARSE_UDF, SCORE_UDF, WRITE_UDF = "parse_event", "score_windows", "write_scores"
+# Length of the sortable time prefix yyyyMMddHHmmssSSS of the "last" aggregate.
+_TIME_DIGITS = 17
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this run reads its source; not part of the job configuration."""
+    # Stop at the offsets that are the latest when the job starts (tests, backfills).
+    bounded: bool = False
+
+
+def quote(identifier: str) -> str:
+    return f"`{identifier}`"
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def seconds(value: int) -> str:
+    """An interval literal of `value` seconds.
+
+    Written as DAY TO SECOND: `INTERVAL '300' SECOND` exceeds Calcite's default 2-digit
+    precision, and Flink rejects a wider one.
+
+    >>> seconds(90061)
+    "INTERVAL '1 01:01:01' DAY TO SECOND"
+    """
+    days, rest = divmod(int(value), 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}' DAY TO SECOND"
+
+
+def _with(options: dict[str, str]) -> str:
+    return ",\n  ".join(f"{literal(k)} = {literal(v)}" for k, v in options.items())
+
+
+def event_time_expression(config: JobConfig) -> str:
+    """SQL that parses the time field of `payload`; NULL when it does not parse."""
+    raw = f"JSON_VALUE(payload, {literal('$.' + config.schema.time_field)})"
+    time_format = config.schema.time_format
+    if time_format == "iso8601":
+        # Only UTC with a literal Z: Flink's pattern parser ignores other offsets silently,
+        # so they are rejected (dead-letter) instead of being shifted in time.
+        short = literal("yyyy-MM-dd'T'HH:mm:ss'Z'")
+        millis = literal("yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
+        return (f"CASE WHEN CHAR_LENGTH({raw}) = 20 THEN TO_TIMESTAMP_LTZ({raw}, {short}) "
+                f"WHEN CHAR_LENGTH({raw}) = 24 THEN TO_TIMESTAMP_LTZ({raw}, {millis}) END")
+    precision = 3 if time_format == "epoch_ms" else 0
+    return f"TO_TIMESTAMP_LTZ(TRY_CAST({raw} AS BIGINT), {precision})"
+
+
+def _kafka_common(config: JobConfig) -> dict[str, str]:
+    return {"connector": "kafka",
+            "properties.bootstrap.servers": config.kafka.bootstrap_servers}
+
+
+def _exactly_once_sink(config: JobConfig, topic: str, prefix: str) -> dict[str, str]:
+    return {**_kafka_common(config), "topic": topic,
+            "sink.delivery-guarantee": "exactly-once",
+            "sink.transactional-id-prefix": prefix,
+            "properties.transaction.timeout.ms": str(config.kafka.transaction_timeout_ms)}
+
+
+def source_ddl(config: JobConfig, options: RunOptions) -> str:
+    parsed_time = event_time_expression(config)
+    settings = {
+        **_kafka_common(config),
+        "topic": config.kafka.events_topic,
+        "properties.group.id": config.kafka.consumer_group,
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": "group-offsets",
+        "properties.auto.offset.reset": config.kafka.start_from,
+        "format": "raw",
+    }
+    if options.bounded:
+        settings["scan.bounded.mode"] = "latest-offset"
+    return f"""CREATE TEMPORARY TABLE events_raw (
+  payload STRING,
+  source_topic STRING METADATA FROM 'topic' VIRTUAL,
+  source_partition INT METADATA FROM 'partition' VIRTUAL,
+  source_offset BIGINT METADATA FROM 'offset' VIRTUAL,
+  time_ok AS ({parsed_time}) IS NOT NULL,
+  -- An unparseable time becomes the epoch: it never moves the watermark, and the event
+  -- goes to the dead-letter topic with its reason.
+  event_time AS COALESCE({parsed_time}, TO_TIMESTAMP_LTZ(0, 3)),
+  WATERMARK FOR event_time AS event_time - {seconds(config.window.max_out_of_orderness_s)}
+) WITH (
+  {_with(settings)}
+)"""
+
+
+def dead_letter_ddl(config: JobConfig) -> str:
+    return f"""CREATE TEMPORARY TABLE dead_letters (
+  reason STRING,
+  payload STRING,
+  source_topic STRING,
+  source_partition INT,
+  source_offset BIGINT,
+  rejected_at STRING
+) WITH (
+  {_with({**_exactly_once_sink(config, config.kafka.dead_letter_topic,
+                               config.flink.job_name + '-dead-letters'),
+          'format': 'json'})}
+)"""
+
+
+def alerts_ddl(config: JobConfig, features: list[str]) -> str:
+    feature_row = ", ".join(f"{quote(f)} DOUBLE" for f in features)
+    return f"""CREATE TEMPORARY TABLE alerts (
+  `key` STRING,
+  window_start STRING,
+  window_end STRING,
+  score DOUBLE,
+  threshold DOUBLE,
+  model_version STRING,
+  features ROW<{feature_row}>
+) WITH (
+  {_with({**_exactly_once_sink(config, config.kafka.alerts_topic,
+                               config.flink.job_name + '-alerts'),
+          'key.format': 'raw', 'key.fields': 'key',
+          'value.format': 'json', 'value.fields-include': 'ALL'})}
+)"""
+
+
+def influx_writes_ddl() -> str:
+    return ("CREATE TEMPORARY TABLE influx_writes (points BIGINT) "
+            "WITH ('connector' = 'blackhole')")
+
+
+def checked_query(config: JobConfig) -> str:
+    metrics = ", ".join(f"parsed.{quote(m)} AS {quote(m)}" for m in config.schema.metric_fields)
+    return f"""SELECT
+  CASE
+    WHEN parsed.reason IS NOT NULL THEN parsed.reason
+    WHEN event_time <= CURRENT_WATERMARK(event_time) THEN CONCAT(
+      'late: event time ', DATE_FORMAT(event_time, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''),
+      ' is not after the watermark ',
+      DATE_FORMAT(CURRENT_WATERMARK(event_time), 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''),
+      '; raise window.max_out_of_orderness_s to accept events this late')
+  END AS reason,
+  parsed.event_key AS event_key, {metrics},
+  event_time, payload, source_topic, source_partition, source_offset
+FROM (
+  SELECT {PARSE_UDF}(payload, time_ok) AS parsed, event_time, payload,
+         source_topic, source_partition, source_offset
+  FROM events_raw
+)"""
+
+
+def window_aggregates_query(config: JobConfig) -> str:
+    window = config.window
+    if window.kind == "hopping":
+        table_function = (f"HOP(TABLE good_events, DESCRIPTOR(event_time), "
+                          f"{seconds(window.slide_s)}, {seconds(window.size_s)})")
+    else:
+        table_function = (f"TUMBLE(TABLE good_events, DESCRIPTOR(event_time), "
+                          f"{seconds(window.size_s)})")
+    # "last" is the value at the latest event time. Hopping windows are computed from
+    # slices, which needs mergeable aggregates, and LAST_VALUE is not: so take the MAX of
+    # "<event time as yyyyMMddHHmmssSSS>|<value>" (text order is time order) and read the
+    # value back.
+    sql_aggregate = {
+        "sum": "SUM({m})", "sumsq": "SUM({m} * {m})", "min": "MIN({m})", "max": "MAX({m})",
+        "last": "MAX(CONCAT(DATE_FORMAT(event_time, 'yyyyMMddHHmmssSSS'), '|', "
+                "CAST({m} AS STRING)))",
+    }
+    inner, outer = [f"CAST(COUNT(*) AS DOUBLE) AS {COUNT_COLUMN}"], [COUNT_COLUMN]
+    for metric in config.schema.metric_fields:
+        for aggregate in AGGREGATES:
+            name = quote(aggregate_name(metric, aggregate))
+            inner.append(f"{sql_aggregate[aggregate].format(m=quote(metric))} AS {name}")
+            outer.append(f"CAST(SUBSTRING({name} FROM {_TIME_DIGITS + 2}) AS DOUBLE) AS {name}"
+                         if aggregate == "last" else name)
+    inner_select, outer_select = ",\n    ".join(inner), ",\n  ".join(outer)
+    return f"""SELECT event_key, window_start, window_end,
+  {outer_select}
+FROM (
+  SELECT event_key, window_start, window_end,
+    {inner_select}
+  FROM TABLE({table_function})
+  GROUP BY event_key, window_start, window_end
+)"""
+
+
+def good_events_query(config: JobConfig) -> str:
+    metrics = ", ".join(quote(m) for m in config.schema.metric_fields)
+    return f"SELECT event_key, event_time, {metrics} FROM checked WHERE reason IS NULL"
+
+
+def scored_query(aggregate_names: list[str]) -> str:
+    arguments = ", ".join(quote(a) for a in aggregate_names)
+    return f"""SELECT event_key, window_start, window_end, {SCORE_UDF}({arguments}) AS s
+FROM window_aggregates"""
+
+
+def insert_dead_letters() -> str:
+    return """INSERT INTO dead_letters
+SELECT reason, payload, source_topic, source_partition, source_offset,
+       DATE_FORMAT(CURRENT_TIMESTAMP, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z''')
+FROM checked WHERE reason IS NOT NULL"""
+
+
+def insert_influx_writes(features: list[str]) -> str:
+    values = ", ".join(["s.score", "s.is_anomaly", "s.threshold"]
+                       + [f"s.{quote(f)}" for f in features])
+    return f"""INSERT INTO influx_writes
+SELECT {WRITE_UDF}(event_key, window_end, s.model_version, {values}) FROM scored"""
+
+
+def insert_alerts(features: list[str]) -> str:
+    row = ", ".join(f"s.{quote(f)}" for f in features)
+    iso = "'yyyy-MM-dd''T''HH:mm:ss''Z'''"
+    return f"""INSERT INTO alerts
+SELECT event_key, DATE_FORMAT(window_start, {iso}), DATE_FORMAT(window_end, {iso}),
+       s.score, s.threshold, s.model_version, ROW({row})
+FROM scored WHERE s.is_anomaly"""

@@ -1,0 +1,142 @@
+"""Model artifacts: a joblib file and the metadata that vouches for it.
+
+An artifact is a folder with ``model.joblib`` and ``metadata.json``. The metadata records
+the feature names in order, the window configuration, the alert threshold, library versions,
+what the model was trained on, and the SHA-256 of ``model.joblib``. joblib runs code when it
+loads, so `load_artifact` checks the hash *before* unpickling and refuses anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import joblib
+import numpy as np
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+
+
+class ArtifactError(ValueError):
+    """The artifact is missing, altered, or does not fit the job; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    scorer: Any
+    metadata: dict
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata["threshold"])
+
+    @property
+    def model_version(self) -> str:
+        return self.metadata["model_version"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.metadata["feature_names"])
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import pandas
+    import sklearn
+    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__, "pandas": pandas.__version__,
+            "joblib": joblib.__version__}
+
+
+def save_artifact(directory: Path, scorer: Any, metadata: dict) -> ModelArtifact:
+    """Write model and metadata into `directory` (replacing an older artifact there)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a reader never sees a half-written model.
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
+        joblib.dump(scorer, tmp)
+    os.replace(tmp.name, directory / MODEL_FILE)
+    os.chmod(directory / MODEL_FILE, 0o644)
+    digest = sha256_of(directory / MODEL_FILE)
+    full = {
+        "format_version": FORMAT_VERSION,
+        "model_version": f"{metadata.get('model_kind', 'model')}-{digest[:12]}",
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "library_versions": library_versions(),
+        **metadata,
+        "sha256": digest,
+    }
+    (directory / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
+    return ModelArtifact(scorer=scorer, metadata=full)
+
+
+def read_metadata(directory: Path) -> dict:
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise ArtifactError(f"no model artifact at {directory} ({METADATA_FILE} is missing); "
+                            f"train one with 'streamad train', or set model.artifact_dir.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc}); retrain the model.") from None
+
+
+def verify_artifact(directory: Path, expected_features: Sequence[str] | None = None) -> dict:
+    """Check hash and features without unpickling anything; returns the metadata."""
+    directory = Path(directory)
+    metadata = read_metadata(directory)
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{directory} has artifact format {metadata.get('format_version')!r}; this version "
+            f"of streamad reads format {FORMAT_VERSION}. Retrain with 'streamad train'.")
+    model_path = directory / MODEL_FILE
+    if not model_path.is_file():
+        raise ArtifactError(f"{model_path} is missing; retrain with 'streamad train'.")
+    actual = sha256_of(model_path)
+    if actual != metadata.get("sha256"):
+        raise ArtifactError(
+            f"{model_path} has SHA-256 {actual}, but {METADATA_FILE} vouches for "
+            f"{metadata.get('sha256')}: the model file was changed or replaced after training. "
+            f"Refusing to load it; retrain with 'streamad train'.")
+    if expected_features is not None:
+        trained = list(metadata.get("feature_names", []))
+        expected = list(expected_features)
+        if trained != expected:
+            missing = [f for f in expected if f not in trained]
+            extra = [f for f in trained if f not in expected]
+            detail = (f"the job would compute {len(expected)} features, the model was trained "
+                      f"on {len(trained)}")
+            if missing:
+                detail += f"; not in the model: {missing[:5]}"
+            if extra:
+                detail += f"; only in the model: {extra[:5]}"
+            if not missing and not extra:
+                detail += "; same names in another order"
+            raise ArtifactError(
+                f"the model at {directory} does not fit the job's configuration: {detail}. "
+                f"Retrain with the same schema and features settings, or fix the configuration.")
+    return metadata
+
+
+def load_artifact(directory: Path, expected_features: Sequence[str] | None = None
+                  ) -> ModelArtifact:
+    """Verify, then load, the artifact in `directory`."""
+    metadata = verify_artifact(directory, expected_features)
+    scorer = joblib.load(Path(directory) / MODEL_FILE)
+    return ModelArtifact(scorer=scorer, metadata=metadata)

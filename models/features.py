@@ -1,0 +1,129 @@
+"""Window features: one definition for the streaming job and the offline path.
+
+A window's features are computed in two steps so that Flink SQL can do the heavy part:
+
+1. *Aggregates* (sufficient statistics) per key and window: the event count and, per metric,
+   sum, sum of squares, min, max and last. The job computes them in Flink SQL
+   (jobs/sql.py); `window_aggregates` computes the same ones offline with pandas.
+2. *Features* from aggregates (`features_from_aggregates`): mean, population std, min, max,
+   last per metric, and the count. Both paths call this same function.
+
+"last" is the value of the window's last event in arrival order. Events of one key go to one
+Kafka partition, which keeps the producer's order, so this is the last event as produced.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+AGGREGATES = ("sum", "sumsq", "min", "max", "last")
+COUNT_COLUMN = "event_count"
+# Variance below this share of the metric's mean square is floating-point noise of
+# E[x^2] - E[x]^2 (a constant metric): report exactly 0 so that both paths agree.
+_RELATIVE_VARIANCE_NOISE = 1e-10
+
+
+def aggregate_name(metric: str, aggregate: str) -> str:
+    return f"{metric}__{aggregate}"
+
+
+def aggregate_columns(metrics: Sequence[str]) -> list[str]:
+    """Names of the aggregate columns, in the order the job passes them to the scorer."""
+    return [COUNT_COLUMN] + [aggregate_name(m, a) for m in metrics for a in AGGREGATES]
+
+
+def feature_names(metrics: Sequence[str], statistics: Sequence[str],
+                  include_count: bool = True) -> list[str]:
+    """Feature names in model order.
+
+    >>> feature_names(["cpu", "mem"], ["mean", "max"])
+    ['event_count', 'cpu__mean', 'cpu__max', 'mem__mean', 'mem__max']
+    """
+    names = [COUNT_COLUMN] if include_count else []
+    return names + [f"{m}__{s}" for m in metrics for s in statistics]
+
+
+def features_from_aggregates(aggregates: pd.DataFrame, metrics: Sequence[str],
+                             statistics: Sequence[str], include_count: bool = True
+                             ) -> pd.DataFrame:
+    """Turn aggregate columns into the feature frame the model scores.
+
+    >>> agg = pd.DataFrame({"event_count": [2], "x__sum": [4.0], "x__sumsq": [10.0],
+    ...                     "x__min": [1.0], "x__max": [3.0], "x__last": [3.0]})
+    >>> features_from_aggregates(agg, ["x"], ["mean", "std", "last"]).to_dict("records")
+    [{'event_count': 2.0, 'x__mean': 2.0, 'x__std': 1.0, 'x__last': 3.0}]
+    """
+    count = aggregates[COUNT_COLUMN].to_numpy(dtype=np.float64)
+    columns: dict[str, np.ndarray] = {}
+    if include_count:
+        columns[COUNT_COLUMN] = count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for metric in metrics:
+            total = aggregates[aggregate_name(metric, "sum")].to_numpy(dtype=np.float64)
+            mean = total / count
+            for stat in statistics:
+                if stat == "mean":
+                    values = mean
+                elif stat == "std":
+                    mean_square = (aggregates[aggregate_name(metric, "sumsq")]
+                                   .to_numpy(dtype=np.float64) / count)
+                    variance = mean_square - mean * mean
+                    noise = _RELATIVE_VARIANCE_NOISE * np.maximum(mean_square, 1e-300)
+                    values = np.sqrt(np.where(variance > noise, variance, 0.0))
+                else:  # min, max, last are aggregates already
+                    values = aggregates[aggregate_name(metric, stat)].to_numpy(dtype=np.float64)
+                columns[f"{metric}__{stat}"] = values
+    return pd.DataFrame(columns, index=aggregates.index)
+
+
+def window_starts(event_time_ms: np.ndarray, size_ms: int, slide_ms: int) -> np.ndarray:
+    """All window starts that contain each event, as an (events, size/slide) array.
+
+    Windows are aligned to the epoch, as Flink's TUMBLE and HOP are: a window of size S and
+    slide L starts at every multiple of L and holds [start, start + S).
+
+    >>> window_starts(np.array([125_000]), size_ms=60_000, slide_ms=30_000).tolist()
+    [[120000, 90000]]
+    """
+    newest = (event_time_ms // slide_ms) * slide_ms
+    steps = np.arange(size_ms // slide_ms, dtype=np.int64) * slide_ms
+    return newest[:, None] - steps[None, :]
+
+
+def window_aggregates(events: pd.DataFrame, key: str, time_ms: str, metrics: Sequence[str],
+                      size_ms: int, slide_ms: int) -> pd.DataFrame:
+    """Offline twin of the job's window aggregation.
+
+    `events` holds one row per valid event, in arrival order, with the key, the event time in
+    epoch milliseconds and the metrics. Returns one row per (key, window) that has events,
+    with columns key, window_start_ms, window_end_ms and `aggregate_columns(metrics)`.
+    """
+    if events.empty:
+        return pd.DataFrame(columns=[key, "window_start_ms", "window_end_ms",
+                                     *aggregate_columns(metrics)])
+    times = events[time_ms].to_numpy(dtype=np.int64)
+    starts = window_starts(times, size_ms, slide_ms)
+    per_window = size_ms // slide_ms
+    values = events[list(metrics)].to_numpy(dtype=np.float64)
+    long = pd.DataFrame(np.repeat(values, per_window, axis=0), columns=list(metrics))
+    long.insert(0, "window_start_ms", starts.reshape(-1))
+    long.insert(0, key, np.repeat(events[key].to_numpy(), per_window))
+    # Keep arrival order inside each group so that "last" is the last event as produced.
+    long["_order"] = np.repeat(np.arange(len(events)), per_window)
+    grouped = long.sort_values("_order", kind="stable").groupby([key, "window_start_ms"],
+                                                                 sort=True)
+    parts = {COUNT_COLUMN: grouped.size()}
+    for metric in metrics:
+        column = grouped[metric]
+        parts[aggregate_name(metric, "sum")] = column.sum()
+        parts[aggregate_name(metric, "sumsq")] = (long[metric] ** 2).groupby(
+            [long[key], long["window_start_ms"]]).sum()
+        parts[aggregate_name(metric, "min")] = column.min()
+        parts[aggregate_name(metric, "max")] = column.max()
+        parts[aggregate_name(metric, "last")] = column.last()
+    result = pd.DataFrame(parts).reset_index()
+    result.insert(2, "window_end_ms", result["window_start_ms"] + size_ms)
+    return result

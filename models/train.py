@@ -1,0 +1,77 @@
+"""Training: historical events -> the job's window features -> IsolationForest -> artifact.
+
+The alert threshold is set without labels: the (1 - model.target_alert_rate) quantile of the
+training windows' scores, so that about that share of normal windows would alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from models.artifact import ModelArtifact, save_artifact, sha256_of
+from models.data import TIME_MS_COLUMN, load_events_csv
+from models.features import feature_names, features_from_aggregates, window_aggregates
+from models.scorers import IsolationForestScorer
+from models.threshold import threshold_for_alert_rate
+from streamad.config import JobConfig
+
+log = logging.getLogger(__name__)
+
+
+def windows_for(events: pd.DataFrame, config: JobConfig) -> pd.DataFrame:
+    """Window aggregates of `events` with the job's window configuration."""
+    window = config.window
+    return window_aggregates(events, config.schema.key_field, TIME_MS_COLUMN,
+                             config.schema.metric_fields, size_ms=window.size_s * 1000,
+                             slide_ms=window.effective_slide_s * 1000)
+
+
+def features_for(aggregates: pd.DataFrame, config: JobConfig) -> pd.DataFrame:
+    return features_from_aggregates(aggregates, config.schema.metric_fields,
+                                    config.features.statistics, config.features.include_count)
+
+
+def train(config: JobConfig, paths: Sequence[Path], output_dir: Path | None = None
+          ) -> ModelArtifact:
+    """Fit the model on the events in `paths` and write the artifact."""
+    paths = [Path(p) for p in paths]
+    events = load_events_csv(paths, config.schema)
+    aggregates = windows_for(events, config)
+    features = features_for(aggregates, config)
+    names = feature_names(config.schema.metric_fields, config.features.statistics,
+                          config.features.include_count)
+    log.info("training on %d events -> %d windows x %d features", len(events),
+             len(features), len(names))
+    scorer = IsolationForestScorer(n_estimators=config.model.n_estimators,
+                                   random_state=config.model.random_state)
+    scorer.fit(features[names].to_numpy())
+    train_scores = scorer.score_samples(features[names].to_numpy())
+    threshold = threshold_for_alert_rate(train_scores, config.model.target_alert_rate)
+    metadata = {
+        "model_kind": "iforest",
+        "score_direction": "higher is more anomalous",
+        "feature_names": names,
+        "schema": {"key_field": config.schema.key_field, "time_field": config.schema.time_field,
+                   "time_format": config.schema.time_format,
+                   "metric_fields": list(config.schema.metric_fields)},
+        "window": {"kind": config.window.kind, "size_s": config.window.size_s,
+                   "slide_s": config.window.effective_slide_s},
+        "features": {"statistics": list(config.features.statistics),
+                     "include_count": config.features.include_count},
+        "threshold": threshold,
+        "threshold_method": f"quantile {1 - config.model.target_alert_rate:g} of training "
+                            f"window scores (target alert rate {config.model.target_alert_rate:g})",
+        "training_data": {
+            "files": [{"path": str(p.resolve()), "sha256": sha256_of(p)} for p in paths],
+            "events": int(len(events)), "windows": int(len(features)),
+            "keys": sorted(map(str, events[config.schema.key_field].unique())),
+        },
+        "training_scores": {"min": float(train_scores.min()), "max": float(train_scores.max()),
+                            "mean": float(train_scores.mean())},
+        "params": scorer.get_params(),
+    }
+    return save_artifact(output_dir or config.artifact_path, scorer, metadata)
