@@ -8,8 +8,9 @@ A window's features are computed in two steps so that Flink SQL can do the heavy
 2. *Features* from aggregates (`features_from_aggregates`): mean, population std, min, max,
    last per metric, and the count. Both paths call this same function.
 
-"last" is the value of the window's last event in arrival order. Events of one key go to one
-Kafka partition, which keeps the producer's order, so this is the last event as produced.
+"last" is the value at the window's latest event time, whatever order events arrived in.
+Should one key send two events with the same time, which of their values is "last" is not
+specified.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ def window_aggregates(events: pd.DataFrame, key: str, time_ms: str, metrics: Seq
                       size_ms: int, slide_ms: int) -> pd.DataFrame:
     """Offline twin of the job's window aggregation.
 
-    `events` holds one row per valid event, in arrival order, with the key, the event time in
-    epoch milliseconds and the metrics. Returns one row per (key, window) that has events,
+    `events` holds one row per valid event with the key, the event time in epoch
+    milliseconds and the metrics. Returns one row per (key, window) that has events,
     with columns key, window_start_ms, window_end_ms and `aggregate_columns(metrics)`.
     """
     if events.empty:
@@ -111,10 +112,11 @@ def window_aggregates(events: pd.DataFrame, key: str, time_ms: str, metrics: Seq
     long = pd.DataFrame(np.repeat(values, per_window, axis=0), columns=list(metrics))
     long.insert(0, "window_start_ms", starts.reshape(-1))
     long.insert(0, key, np.repeat(events[key].to_numpy(), per_window))
-    # Keep arrival order inside each group so that "last" is the last event as produced.
-    long["_order"] = np.repeat(np.arange(len(events)), per_window)
-    grouped = long.sort_values("_order", kind="stable").groupby([key, "window_start_ms"],
-                                                                 sort=True)
+    long["_time"] = np.repeat(times, per_window)
+    # Sorted by event time (stable, so equal times keep arrival order): "last" is then the
+    # value at the latest event time, as in the job.
+    long = long.sort_values("_time", kind="stable")
+    grouped = long.groupby([key, "window_start_ms"], sort=True)
     parts = {COUNT_COLUMN: grouped.size()}
     for metric in metrics:
         column = grouped[metric]

@@ -62,7 +62,27 @@ def render_conf(rest_url: str) -> Path:
         + yaml.safe_dump(settings, sort_keys=True, width=100_000))
     for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties"):
         shutil.copy(flink_home() / "conf" / name, target / name)
+    _link_lib_dir()
     return target
+
+
+def lib_dir() -> Path:
+    return process.state_dir() / "flink" / "lib"
+
+
+def _link_lib_dir() -> None:
+    """The cluster's classpath: the wheel's lib/ plus its opt/flink-python jar.
+
+    The wheel keeps flink-python in opt/, where `flink run` finds it for the client but the
+    JobManager and TaskManager do not: without it a Python job fails at submission with
+    ClassNotFoundException ...ArrowPythonScalarFunctionOperator.
+    """
+    target = lib_dir()
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    home = flink_home()
+    for jar in [*sorted((home / "lib").glob("*.jar")), *sorted((home / "opt").glob("flink-python-*.jar"))]:
+        (target / jar.name).symlink_to(jar)
 
 
 def _rendered_keys(rest_url: str) -> dict:
@@ -84,6 +104,7 @@ def _env() -> dict[str, str]:
     log_dir.mkdir(parents=True, exist_ok=True)
     (process.state_dir() / "flink" / "tmp").mkdir(parents=True, exist_ok=True)
     return {"FLINK_CONF_DIR": str(conf_dir()), "FLINK_LOG_DIR": str(log_dir),
+            "FLINK_LIB_DIR": str(lib_dir()),
             "FLINK_PID_DIR": str(process.state_dir() / "flink"),
             "PYFLINK_CLIENT_EXECUTABLE": sys.executable}
 
@@ -104,6 +125,8 @@ def start(rest_url: str) -> bool:
                                            "start-foreground"], env=_env())
         started = True
     if process.running_pid(TASKMANAGER) is None:
+        if not lib_dir().is_dir():
+            render_conf(rest_url)
         start_taskmanager()
         started = True
     process.wait_until(lambda: _registered_taskmanagers(rest_url) >= 1, 120,

@@ -1,0 +1,275 @@
+"""streamad: real-time anomaly detection on Apache Flink.
+
+Every command reads the job configuration (--config, default jobs/default.yaml, with
+STREAMAD__<SECTION>__<KEY> environment overrides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from streamad.config import DEFAULT_CONFIG_PATH, ConfigError, JobConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = Path(os.environ.get("STREAMAD_SMD_DIR", REPO.parent / "shared" / "data" / "smd"))
+
+
+def _say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def _progress_printer(total: int, label: str):
+    started = time.monotonic()
+    last = [-1]
+
+    def report(done: int) -> None:
+        percent = int(100 * done / total) if total else 100
+        if percent // 10 == last[0] // 10 and done != total:
+            return
+        last[0] = percent
+        rate = done / max(time.monotonic() - started, 1e-6)
+        _say(f"  {label}: {done:,}/{total:,} ({percent}%, {rate:,.0f}/s)")
+    return report
+
+
+def _smd_files(kind: str, data_dir: Path) -> list[Path]:
+    files = sorted(data_dir.glob(f"*_{kind}.csv.gz"))
+    if not files:
+        raise ConfigError(f"no *_{kind}.csv.gz files in {data_dir}; pass files explicitly, or "
+                          f"set STREAMAD_SMD_DIR to the SMD data folder.")
+    return files
+
+
+# --- commands ---------------------------------------------------------------------------
+
+def cmd_stack(args, config: JobConfig) -> int:
+    from streamad import stack
+    if args.action == "up":
+        stack.up(config, progress=_say)
+        _print_endpoints(config)
+    elif args.action == "down":
+        stopped = stack.down()
+        _say(f"stopped: {', '.join(stopped) if stopped else 'nothing (no server of ours ran)'}")
+    else:
+        for entry in stack.status(config):
+            state = f"running (PID {entry.pid})" if entry.running else "stopped"
+            _say(f"{entry.name:18} {state:24} {entry.endpoint}")
+        _say(f"logs: {stack.process.logs_dir()}")
+    return 0
+
+
+def _print_endpoints(config: JobConfig) -> None:
+    from streamad.stack import influxdb, process
+    _say()
+    _say(f"Flink web UI     {config.flink.rest_url}")
+    _say(f"Kafka            {config.kafka.bootstrap_servers}  (topics {config.kafka.events_topic}, "
+         f"{config.kafka.alerts_topic}, {config.kafka.dead_letter_topic})")
+    _say(f"InfluxDB         {config.influxdb.url}  (database {config.influxdb.database}, "
+         f"measurement {config.influxdb.measurement}; credentials in {influxdb.token_path()})")
+    _say(f"Logs             {process.logs_dir()}")
+
+
+def cmd_train(args, config: JobConfig) -> int:
+    from models.train import train
+    files = [Path(f) for f in args.files] or _smd_files("train", Path(args.data_dir))
+    _say(f"Training on {len(files)} file(s)...")
+    artifact = train(config, files, Path(args.output) if args.output else None)
+    meta = artifact.metadata
+    _say(f"Model {artifact.model_version}: {meta['training_data']['windows']:,} windows of "
+         f"{meta['training_data']['events']:,} events, {len(artifact.feature_names)} features, "
+         f"threshold {artifact.threshold:.4f} ({meta['threshold_method']})")
+    _say(f"Written to {args.output or config.artifact_path}")
+    return 0
+
+
+def cmd_submit(args, config: JobConfig) -> int:
+    from streamad import jobs_client
+    config_path = Path(args.config) if args.config else None
+    if args.local:
+        _say("Running the job in a local mini-cluster (bounded: it stops at the latest "
+             "offsets present now)...")
+        result = jobs_client.run_local(config_path, bounded=True)
+        sys.stdout.write(result.stdout[-3000:])
+        sys.stderr.write(result.stderr[-3000:] if result.returncode else "")
+        return result.returncode
+    job_id = jobs_client.submit(config, config_path, replace=args.replace, bounded=args.bounded)
+    _say(f"Job {job_id} runs: {config.flink.rest_url}/#/job/running/{job_id}/overview")
+    return 0
+
+
+def cmd_replay(args, config: JobConfig) -> int:
+    from streamad.replay import encoded, ordered_events, send
+    files = [Path(f) for f in args.files] or _smd_files("test", Path(args.data_dir))
+    events = ordered_events(files, config, limit_per_key=args.limit_per_key)
+    _say(f"Replaying {len(events):,} events from {len(files)} file(s) into "
+         f"{config.kafka.events_topic}" + (f" at {args.speedup:g}x real time" if args.speedup
+                                            else " as fast as the broker takes them") + "...")
+    messages = list(encoded(events, config))
+    send(((key, value) for key, value, _ in messages), config,
+         progress=_progress_printer(len(messages), "sent"), speedup=args.speedup,
+         times_ms=[t for _, _, t in messages])
+    return 0
+
+
+def cmd_alerts(args, config: JobConfig) -> int:
+    from streamad.alerts import format_alert, read_topic
+    count = 0
+    for _, value in read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic,
+                               from_beginning=not args.new_only,
+                               idle_timeout_s=None if args.follow else args.idle_s):
+        count += 1
+        _say(format_alert(value))
+        if args.max and count >= args.max:
+            break
+    _say(f"{count} alert(s)")
+    return 0
+
+
+def cmd_demo(args, config: JobConfig) -> int:
+    from streamad import jobs_client, stack
+    from streamad.alerts import format_alert, read_topic
+    from streamad.replay import encoded, ordered_events, send
+    from streamad.stack import influxdb
+
+    _say("== 1/5 Starting the local stack (installs Kafka, Flink's Kafka connector and "
+         "InfluxDB on first use) ==")
+    stack.up(config, progress=_say)
+    data_dir = Path(args.data_dir)
+    if args.retrain or not (config.artifact_path / "metadata.json").is_file():
+        _say("== 2/5 Training the model on the SMD train halves ==")
+        cmd_train(argparse.Namespace(files=[], data_dir=data_dir, output=None), config)
+    else:
+        _say(f"== 2/5 Using the trained model in {config.artifact_path} (--retrain to redo) ==")
+    _say("== 3/5 Submitting the job to Flink ==")
+    job_id = jobs_client.submit(config, Path(args.config) if args.config else None, replace=True)
+    _say(f"  job {job_id} is running")
+    _say("== 4/5 Replaying the SMD test halves into Kafka ==")
+    events = ordered_events(_smd_files("test", data_dir), config,
+                            limit_per_key=args.limit_per_key)
+    messages = list(encoded(events, config))
+    send(((k, v) for k, v, _ in messages), config,
+         progress=_progress_printer(len(messages), "sent"))
+    _say("== 5/5 Alerts (read_committed: only what Flink's checkpoints committed) ==")
+    count = 0
+    for _, value in read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic,
+                               from_beginning=True, idle_timeout_s=args.quiet_s):
+        count += 1
+        if count <= args.show:
+            _say(format_alert(value))
+        elif count == args.show + 1:
+            _say(f"  ... (more alerts; all of them: bin/streamad alerts)")
+    points = influxdb.query(config.influxdb.url,
+                            f'SELECT count("score") FROM "{config.influxdb.measurement}"',
+                            database=config.influxdb.database)
+    series = points["results"][0].get("series", [])
+    scored = series[0]["values"][0][1] if series else 0
+    _say()
+    _say(f"{count:,} alert(s); {scored:,} window scores in InfluxDB.")
+    _print_endpoints(config)
+    _say("Grafana: provisioning and a dashboard are in docker/grafana/.")
+    _say("Stop everything with:  bin/streamad stack down")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamad", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help=f"job configuration YAML (default {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stack = commands.add_parser("stack", help="start, stop or inspect the local Kafka, Flink "
+                                "and InfluxDB", description="up: install what is missing "
+                                "(cached in ~/.cache/streamad), start all three, wait until "
+                                "healthy, create the topics and the database. down: stop the "
+                                "servers streamad started (by PID). status: what runs.")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.set_defaults(func=cmd_stack)
+
+    train = commands.add_parser("train", help="fit the model on historical events (CSV)",
+                                description="Fit IsolationForest on the window features of "
+                                "historical events and write a versioned artifact with its "
+                                "metadata. The alert threshold is set without labels from "
+                                "model.target_alert_rate.")
+    train.add_argument("files", nargs="*", help="CSV files (default: the SMD train halves)")
+    train.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SMD data folder")
+    train.add_argument("--output", help="artifact folder (default: model.artifact_dir)")
+    train.set_defaults(func=cmd_train)
+
+    submit = commands.add_parser("submit", help="submit the job to the Flink cluster",
+                                 description="Submit jobs/anomaly_job.py with flink run -py "
+                                 "(detached) to flink.rest_url, or run it in a local "
+                                 "mini-cluster with --local.")
+    submit.add_argument("--replace", action="store_true",
+                        help="cancel a running job of the same name first")
+    submit.add_argument("--bounded", action="store_true",
+                        help="stop at the latest offsets present at start")
+    submit.add_argument("--local", action="store_true",
+                        help="run bounded in a local mini-cluster instead of the cluster")
+    submit.set_defaults(func=cmd_submit)
+
+    replay = commands.add_parser("replay", help="replay CSV events into the events topic",
+                                 description="Send historical events as JSON, keyed by the "
+                                 "schema's key, in event-time order.")
+    replay.add_argument("files", nargs="*", help="CSV files (default: the SMD test halves)")
+    replay.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SMD data folder")
+    replay.add_argument("--limit-per-key", type=int, help="send at most this many events per key")
+    replay.add_argument("--speedup", type=float,
+                        help="pace events at this many times real time (default: no pacing)")
+    replay.set_defaults(func=cmd_replay)
+
+    alerts = commands.add_parser("alerts", help="print alerts from the alerts topic",
+                                 description="Read the alerts topic with "
+                                 "isolation.level=read_committed, as any consumer should.")
+    alerts.add_argument("--follow", action="store_true", help="keep waiting for new alerts")
+    alerts.add_argument("--new-only", action="store_true", help="skip alerts already there")
+    alerts.add_argument("--idle-s", type=float, default=10,
+                        help="stop after this many seconds without an alert (default 10)")
+    alerts.add_argument("--max", type=int, help="stop after this many alerts")
+    alerts.set_defaults(func=cmd_alerts)
+
+    demo = commands.add_parser("demo", help="the whole product on SMD: stack, train, submit, "
+                               "replay, alerts", description="Start the local stack, train on "
+                               "the SMD train halves, submit the job, replay the test halves "
+                               "and print the alerts. The stack keeps running afterwards.")
+    demo.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SMD data folder")
+    demo.add_argument("--retrain", action="store_true", help="train even if a model exists")
+    demo.add_argument("--limit-per-key", type=int, help="replay at most this many events per key")
+    demo.add_argument("--show", type=int, default=40, help="alerts to print (default 40)")
+    demo.add_argument("--quiet-s", type=float, default=45,
+                      help="stop reading alerts after this many quiet seconds (default 45)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config = load_config(args.config)
+        return args.func(args, config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a clear one-line reason for people; details with -v
+        from models.artifact import ArtifactError
+        from streamad.jobs_client import SubmitError
+        from streamad.stack.process import StackError
+        if isinstance(exc, (ArtifactError, SubmitError, StackError)) and not args.verbose:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Submitting the job to a Flink cluster, and running it in a local mini-cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from streamad.config import JobConfig
+from streamad.stack import flink, process
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+JOB_SCRIPT = REPO / "jobs" / "anomaly_job.py"
+# Shipped with the job, so TaskManagers elsewhere can import the UDFs and the scoring core.
+PY_FILES = [REPO / name for name in ("streamad", "models", "udfs", "jobs")]
+
+
+class SubmitError(RuntimeError):
+    pass
+
+
+def _job_args(config_path: Path | None, bounded: bool) -> list[str]:
+    args = ["--connector-jar", str(flink.connector_jar())]
+    if config_path is not None:
+        args += ["--config", str(Path(config_path).resolve())]
+    if bounded:
+        args.append("--bounded")
+    return args
+
+
+def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
+           bounded: bool = False, timeout_s: float = 180) -> str:
+    """Submit the job detached to the cluster at flink.rest_url; returns the job id."""
+    running = flink.running_jobs(config.flink.rest_url, config.flink.job_name)
+    if running:
+        if not replace:
+            raise SubmitError(
+                f"job {config.flink.job_name!r} already runs on {config.flink.rest_url} "
+                f"(id {running[0]['jid']}); cancel it first, or submit with --replace.")
+        for job in running:
+            flink.cancel_job(config.flink.rest_url, job["jid"])
+            _wait_for_state(config, job["jid"], {"CANCELED", "FAILED", "FINISHED"}, 60)
+    python = sys.executable
+    argv = [str(flink.flink_home() / "bin" / "flink"), "run", "-d",
+            "-m", config.flink.rest_url.split("://", 1)[-1],
+            "-py", str(JOB_SCRIPT), "-pyfs", ",".join(map(str, PY_FILES)),
+            "-pyexec", python, "-pyclientexec", python,
+            *_job_args(config_path, bounded)]
+    env = {**os.environ, "FLINK_CONF_DIR": str(flink.conf_dir()),
+           "FLINK_LOG_DIR": str(process.logs_dir() / "flink"),
+           "PYFLINK_CLIENT_EXECUTABLE": python}
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout_s)
+    output = result.stdout + result.stderr
+    job_id = next((line.split()[2] for line in output.splitlines()
+                   if line.startswith("submitted job ")), None)
+    if result.returncode != 0 or job_id is None:
+        interesting = [line for line in output.splitlines()
+                       if "Error" in line or "Exception" in line or "error:" in line]
+        raise SubmitError("flink run failed:\n" + "\n".join((interesting or
+                                                            output.splitlines())[-12:]))
+    _wait_for_state(config, job_id, {"RUNNING"}, 90)
+    return job_id
+
+
+def _wait_for_state(config: JobConfig, job_id: str, states: set[str], timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    state = "?"
+    while time.monotonic() < deadline:
+        state = flink.rest(config.flink.rest_url, f"/jobs/{job_id}")["state"]
+        if state in states:
+            return state
+        if state in ("FAILED", "CANCELED") and state not in states:
+            raise SubmitError(f"job {job_id} is {state}; see {config.flink.rest_url}/#/job/"
+                              f"completed/{job_id}/exceptions")
+        time.sleep(1)
+    raise SubmitError(f"job {job_id} did not reach {sorted(states)} within {timeout_s:.0f} s "
+                      f"(last state {state}).")
+
+
+def run_local(config_path: Path | None, bounded: bool = True, timeout_s: float = 900,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the job in a local mini-cluster in a child process, waiting for it to end."""
+    argv = [sys.executable, str(JOB_SCRIPT), "--wait", "--python", sys.executable,
+            *_job_args(config_path, bounded)]
+    log_dir = process.logs_dir()
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, **(env or {}),
+                               "FLINK_LOG_DIR": str(log_dir / "flink-local")})

@@ -1,0 +1,103 @@
+"""The configuration object: defaults, environment overrides, and clear rejections."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamad.config import (DEFAULT_CONFIG_PATH, TOKEN_ENV_VAR, ConfigError, config_from_dict,
+                             load_config)
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def minimal(**sections) -> dict:
+    data = {"schema": {"key_field": "host", "time_field": "ts", "metric_fields": ["cpu"]}}
+    data.update(sections)
+    return data
+
+
+def test_default_config_loads_and_matches_smd():
+    config = load_config(DEFAULT_CONFIG_PATH, environ={})
+    assert config.schema.key_field == "machine"
+    assert len(config.schema.metric_fields) == 38
+    assert config.window.size_s % config.window.slide_s == 0
+
+
+def test_environment_overrides_are_parsed_as_yaml(tmp_path):
+    path = write(tmp_path, minimal())
+    config = load_config(path, environ={"STREAMAD__FLINK__PARALLELISM": "4",
+                                        "STREAMAD__KAFKA__EVENTS_TOPIC": "raw-events"})
+    assert config.flink.parallelism == 4
+    assert config.kafka.events_topic == "raw-events"
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    path = write(tmp_path, minimal(model={"artifact_dir": "artifacts/m1"}))
+    assert load_config(path, environ={}).artifact_path == tmp_path / "artifacts" / "m1"
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (minimal(kafka={"bootstrap": "x"}), "unknown key(s) ['bootstrap'] in section 'kafka'"),
+    ({**minimal(), "sinks": {}}, "unknown section(s) ['sinks']"),
+    (minimal(window={"kind": "sliding"}), "window.kind must be one of tumbling, hopping"),
+    (minimal(window={"size_s": 600, "slide_s": 70}), "whole multiple of window.slide_s"),
+    (minimal(window={"size_s": -5}), "window.size_s must be a whole number above 0, got -5"),
+    (minimal(kafka={"alerts_topic": "events", "events_topic": "events"}),
+     "must be different topics"),
+    (minimal(kafka={"bootstrap_servers": "localhost"}), "host:port"),
+    ({"schema": {"key_field": "host", "time_field": "ts", "metric_fields": []}},
+     "schema.metric_fields is empty"),
+    ({"schema": {"key_field": "host", "time_field": "ts", "metric_fields": ["cpu", "cpu"]}},
+     "lists 'cpu' twice"),
+    ({"schema": {"key_field": "host", "time_field": "ts", "metric_fields": ["cpu-load"]}},
+     "letters, digits and '_'"),
+    (minimal(schema={"key_field": "h", "time_field": "t", "metric_fields": ["x"],
+                     "time_format": "rfc2822"}), "schema.time_format must be one of"),
+    (minimal(features={"statistics": ["median"]}), "features.statistics has 'median'"),
+    (minimal(model={"target_alert_rate": 2}), "model.target_alert_rate must be a share"),
+    (minimal(influxdb={"url": "influx:8086"}), "influxdb.url must look like http://host:8086"),
+    (minimal(kafka={"transaction_timeout_ms": 20000}, flink={"checkpoint_interval_s": 10}),
+     "well above flink.checkpoint_interval_s"),
+])
+def test_impossible_values_are_rejected_with_what_was_given(data, fragment):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(data)
+    assert fragment in str(error.value)
+
+
+def test_malformed_override_variable_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="STREAMAD__PARALLELISM must have the form"):
+        load_config(write(tmp_path, minimal()), environ={"STREAMAD__PARALLELISM": "2"})
+
+
+def test_missing_file_says_where_to_start(tmp_path):
+    with pytest.raises(ConfigError, match="no configuration file at"):
+        load_config(tmp_path / "nope.yaml", environ={})
+
+
+def test_token_comes_from_environment_before_file(tmp_path, monkeypatch):
+    token_file = tmp_path / "token"
+    token_file.write_text("user:from-file\n")
+    config = config_from_dict(minimal(influxdb={"token_file": str(token_file)}))
+    monkeypatch.delenv(TOKEN_ENV_VAR, raising=False)
+    assert config.influxdb.read_token() == "user:from-file"
+    monkeypatch.setenv(TOKEN_ENV_VAR, "user:from-env")
+    assert config.influxdb.read_token() == "user:from-env"
+
+
+def test_missing_token_file_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV_VAR, raising=False)
+    config = config_from_dict(minimal(influxdb={"token_file": str(tmp_path / "absent")}))
+    with pytest.raises(ConfigError, match="no such file"):
+        config.influxdb.read_token()
+
+
+def test_token_is_not_part_of_the_configuration(tmp_path, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV_VAR, "user:secret-value")
+    config = load_config(write(tmp_path, minimal()), environ={})
+    assert "secret-value" not in repr(config) and "secret-value" not in str(config.to_dict())
