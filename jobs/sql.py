@@ -61,18 +61,27 @@ def _with(options: dict[str, str]) -> str:
 
 
 def event_time_expression(config: JobConfig) -> str:
-    """SQL that parses the time field of `payload`; NULL when it does not parse."""
+    """SQL that parses the time field of `payload`; NULL when it does not parse.
+
+    Strict, to agree with streamad.events.parse_time_ms: Flink's parsers are lenient (they
+    clamp 2024-02-30 to 2024-02-29, truncate "1.5" to 1), so a parsed ISO time must format
+    back to the very text it came from, and an epoch must be all digits.
+    """
     raw = f"JSON_VALUE(payload, {literal('$.' + config.schema.time_field)})"
     time_format = config.schema.time_format
     if time_format == "iso8601":
         # Only UTC with a literal Z: Flink's pattern parser ignores other offsets silently,
         # so they are rejected (dead-letter) instead of being shifted in time.
-        short = literal("yyyy-MM-dd'T'HH:mm:ss'Z'")
-        millis = literal("yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
-        return (f"CASE WHEN CHAR_LENGTH({raw}) = 20 THEN TO_TIMESTAMP_LTZ({raw}, {short}) "
-                f"WHEN CHAR_LENGTH({raw}) = 24 THEN TO_TIMESTAMP_LTZ({raw}, {millis}) END")
+        branches = []
+        for length, pattern in ((20, "yyyy-MM-dd'T'HH:mm:ss'Z'"),
+                                (24, "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")):
+            parsed = f"TO_TIMESTAMP_LTZ({raw}, {literal(pattern)})"
+            branches.append(f"WHEN CHAR_LENGTH({raw}) = {length} AND "
+                            f"DATE_FORMAT({parsed}, {literal(pattern)}) = {raw} THEN {parsed}")
+        return f"CASE {' '.join(branches)} END"
     precision = 3 if time_format == "epoch_ms" else 0
-    return f"TO_TIMESTAMP_LTZ(TRY_CAST({raw} AS BIGINT), {precision})"
+    return (f"CASE WHEN REGEXP({raw}, '^-?[0-9]+$') "
+            f"THEN TO_TIMESTAMP_LTZ(TRY_CAST({raw} AS BIGINT), {precision}) END")
 
 
 def _kafka_common(config: JobConfig) -> dict[str, str]:

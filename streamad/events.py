@@ -98,6 +98,11 @@ def validate_event(payload: str | bytes | None, key_field: str, time_field: str,
     if time_field not in event:
         return f"missing time field '{time_field}'", key, nan_row
     if not time_ok:
+        # NaN and Infinity are not JSON: where one stands, the job's SQL could not read the
+        # event at all, time included, so that is the problem to report.
+        for name, value in event.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"field '{name}' must be a finite number, got {value}", key, nan_row
         return (f"time field '{time_field}' is {_describe(event[time_field])}, expected "
                 f"{TIME_FORMAT_HELP[time_format]}"), key, nan_row
     values = []

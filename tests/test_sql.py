@@ -1,0 +1,52 @@
+"""The job's SQL, checked in a local Flink (no servers): it must agree with the Python core."""
+
+import pytest
+
+from jobs import sql
+from streamad.config import config_from_dict
+from streamad.events import parse_time_ms
+
+pyflink = pytest.importorskip("pyflink")
+
+
+def config_for(time_format: str):
+    return config_from_dict({"schema": {"key_field": "k", "time_field": "ts",
+                                        "time_format": time_format, "metric_fields": ["x"]}})
+
+
+@pytest.fixture(scope="module")
+def table_env():
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
+    t_env.get_config().set("table.local-time-zone", "UTC")
+    t_env.get_config().set("parallelism.default", "1")
+    return t_env
+
+
+@pytest.mark.parametrize("time_format, values", [
+    ("iso8601", ['"2024-01-01T00:01:00Z"', '"2024-01-01T00:01:00.250Z"',
+                 '"2024-01-01T00:01:00+02:00"', '"2024-01-01 00:01:00"', '"soon"', "17",
+                 '"2024-02-30T00:00:00Z"']),
+    ("epoch_ms", ["1704067260250", '"1704067260250"', "1.5", '"x"']),
+    ("epoch_s", ["1704067260", '"abc"']),
+])
+def test_sql_time_parsing_agrees_with_python(table_env, time_format, values):
+    import json
+    config = config_for(time_format)
+    expression = sql.event_time_expression(config)
+    rows = ", ".join(f"({sql.literal('{' + chr(34) + 'ts' + chr(34) + ': ' + v + '}')})"
+                     for v in values)
+    query = (f"SELECT payload, CAST(EXTRACT(EPOCH FROM parsed) AS BIGINT) * 1000 "
+             f"+ EXTRACT(MILLISECOND FROM parsed) "
+             f"FROM (SELECT payload, {expression} AS parsed FROM (VALUES {rows}) AS t(payload))")
+    with table_env.execute_sql(query).collect() as results:
+        got = {row[0]: row[1] for row in results}
+    for value in values:
+        payload = '{"ts": ' + value + '}'
+        expected = parse_time_ms(json.loads(value), time_format)
+        assert got[payload] == expected, f"{time_format} {value}: SQL {got[payload]}, Python {expected}"
+
+
+def test_interval_literals_cover_long_windows():
+    assert sql.seconds(600) == "INTERVAL '0 00:10:00' DAY TO SECOND"
+    assert sql.seconds(86_400 * 2 + 1) == "INTERVAL '2 00:00:01' DAY TO SECOND"
