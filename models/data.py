@@ -24,7 +24,9 @@ class DataError(ValueError):
 
 
 def key_from_filename(path: Path) -> str:
-    """>>> key_from_filename(Path("data/machine-1-6_train.csv.gz"))
+    """The key of a file without a key column.
+
+    >>> key_from_filename(Path("data/machine-1-6_train.csv.gz"))
     'machine-1-6'
     """
     return path.name.split("_", 1)[0].split(".", 1)[0]

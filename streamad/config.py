@@ -211,7 +211,10 @@ class InfluxDBConfig:
         return self.bucket.split("/", 1)[0]
 
     def read_token(self) -> str:
-        """The token from the environment or ``token_file``; ':' (no auth) when neither is set."""
+        """The token: from the environment, else ``token_file``, else the local stack's file.
+
+        With none of them, ':' (InfluxDB 1.8 without authentication).
+        """
         token = os.environ.get(TOKEN_ENV_VAR)
         if token:
             return token
@@ -220,9 +223,13 @@ class InfluxDBConfig:
             if not path.is_file():
                 raise ConfigError(
                     f"influxdb.token_file is {self.token_file!r} but there is no such file; "
-                    f"create it, or set {TOKEN_ENV_VAR} instead."
-                )
+                    f"create it, or set {TOKEN_ENV_VAR} instead.")
             return path.read_text().strip()
+        # The credentials file `streamad stack up` writes (streamad/stack/influxdb.py).
+        local_stack = Path(os.environ.get("STREAMAD_STATE_DIR", "~/.local/state/streamad")
+                           ).expanduser() / "influxdb" / "token"
+        if local_stack.is_file():
+            return local_stack.read_text().strip()
         return ":"
 
 

@@ -1,0 +1,45 @@
+"""The command line: help for every command, clear errors, exit codes."""
+
+import subprocess
+import sys
+
+import pytest
+
+from streamad.cli import build_parser, main
+
+COMMANDS = ["stack", "train", "submit", "replay", "alerts", "demo"]
+
+
+def test_every_command_is_listed_in_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_its_own_help(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    assert "usage: streamad " + command in capsys.readouterr().out
+
+
+def test_configuration_error_exits_2_with_the_reason(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema: {key_field: h, time_field: t, metric_fields: [x]}\n"
+                   "window: {kind: sliding}\n")
+    assert main(["--config", str(bad), "stack", "status"]) == 2
+    assert "window.kind must be one of tumbling, hopping, got 'sliding'" in capsys.readouterr().err
+
+
+def test_train_on_missing_data_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--data-dir", str(tmp_path)]) == 2
+    assert "no *_train.csv.gz files in" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "streamad.cli", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "demo" in result.stdout

@@ -1,0 +1,47 @@
+"""The job refuses to start, with a clear message, when its model does not fit or was altered."""
+
+import pytest
+import yaml
+
+from jobs.anomaly_job import main
+from models.artifact import ArtifactError
+from models.scorers import IsolationForestScorer
+from models.artifact import save_artifact
+
+import numpy as np
+
+
+def _config(tmp_path, artifact_dir, metrics=("cpu", "mem")):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({
+        "schema": {"key_field": "host", "time_field": "ts", "metric_fields": list(metrics)},
+        "features": {"statistics": ["mean"]},
+        "model": {"artifact_dir": str(artifact_dir)}}))
+    return path
+
+
+def _save(directory, features):
+    scorer = IsolationForestScorer(n_estimators=5, random_state=0).fit(
+        np.random.default_rng(0).normal(size=(50, len(features))))
+    save_artifact(directory, scorer, {"model_kind": "iforest", "feature_names": features,
+                                      "threshold": 0.5})
+
+
+def test_job_refuses_a_model_trained_on_other_features(tmp_path):
+    _save(tmp_path / "m", ["event_count", "cpu__mean", "disk__mean"])
+    with pytest.raises(ArtifactError, match=r"does not fit the job's configuration.*"
+                                            r"not in the model: \['mem__mean'\]"):
+        main(["--config", str(_config(tmp_path, tmp_path / "m")), "--explain"])
+
+
+def test_job_refuses_an_altered_model(tmp_path):
+    _save(tmp_path / "m", ["event_count", "cpu__mean", "mem__mean"])
+    with open(tmp_path / "m" / "model.joblib", "ab") as model:
+        model.write(b"tampered")
+    with pytest.raises(ArtifactError, match="changed or replaced after training"):
+        main(["--config", str(_config(tmp_path, tmp_path / "m")), "--explain"])
+
+
+def test_job_without_a_model_says_how_to_train_one(tmp_path):
+    with pytest.raises(ArtifactError, match="streamad train"):
+        main(["--config", str(_config(tmp_path, tmp_path / "none")), "--explain"])
