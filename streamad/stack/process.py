@@ -102,6 +102,7 @@ def stop_process(name: str, timeout_s: float = 30.0) -> bool:
         while _alive(pid):
             _reap(pid)
             time.sleep(0.1)
+    _reap(pid)  # our own child stays a zombie until reaped
     pid_file(name).unlink(missing_ok=True)
     return True
 

@@ -1,0 +1,151 @@
+"""Throughput of the scoring core and of the whole job, on the SMD data.
+
+    bin/streamad bench            # everything (starts the stack, stops what it started)
+    bin/streamad bench --core     # the Flink-free core only
+
+Prints one line per measurement and writes them all to bench/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.artifact import load_artifact  # noqa: E402
+from models.data import load_events_csv  # noqa: E402
+from models.features import aggregate_columns, feature_names  # noqa: E402
+from models.train import train, windows_for  # noqa: E402
+from streamad.cli import DEFAULT_DATA_DIR  # noqa: E402
+from streamad.config import load_config  # noqa: E402
+from streamad.events import validate_events  # noqa: E402
+from streamad.replay import encoded, ordered_events  # noqa: E402
+from udfs.influx_sink import to_line_protocol  # noqa: E402
+from udfs.scoring import ScoreWindows  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "throughput.json"
+
+
+def timed(function, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bench_core(config, data_dir: Path, artifact_dir: Path) -> dict:
+    files = sorted(data_dir.glob("*_test.csv.gz"))
+    events = ordered_events(files, config)
+    payloads = [value.decode() for _, value, _ in encoded(events, config)]
+    batch = payloads[:20_000]
+    seconds = timed(lambda: validate_events(batch, [True] * len(batch), config.schema.key_field,
+                                            config.schema.time_field, config.schema.metric_fields))
+    results = {"validate_events_per_s": len(batch) / seconds}
+
+    aggregates = windows_for(load_events_csv(files, config.schema), config)
+    udf = ScoreWindows(str(artifact_dir), config.schema.metric_fields,
+                       config.features.statistics, config.features.include_count)
+    udf.open(None)
+    columns = aggregate_columns(config.schema.metric_fields)
+    arrow_batch = aggregates.iloc[:1000]
+    seconds = timed(lambda: udf.eval(*[arrow_batch[c] for c in columns]))
+    results["score_windows_per_s_batch_1000"] = 1000 / seconds
+    one = aggregates.iloc[:1]
+    seconds = timed(lambda: udf.eval(*[one[c] for c in columns]), repeat=5)
+    results["score_windows_per_s_batch_1"] = 1 / seconds
+
+    scored = udf.eval(*[arrow_batch[c] for c in columns])
+    names = ["score", "is_anomaly", "threshold"] + feature_names(
+        config.schema.metric_fields, config.features.statistics, config.features.include_count)
+    seconds = timed(lambda: to_line_protocol(
+        "bench", "machine", arrow_batch[config.schema.key_field], scored["model_version"],
+        arrow_batch["window_end_ms"].to_numpy(), scored[names]))
+    results["line_protocol_windows_per_s"] = 1000 / seconds
+    results["events"] = len(events)
+    results["windows"] = len(aggregates)
+    return results
+
+
+def bench_job(config_path: Path, config, data_dir: Path) -> dict:
+    """The whole job, bounded, in a local mini-cluster, on all SMD test events."""
+    from streamad import jobs_client, stack
+    from streamad.replay import send
+    from streamad.stack import kafka
+    from tests.integration.conftest import write_config
+    from tests.integration.helpers import influx_count
+
+    started_servers = stack.up(config, progress=lambda message: None)
+    try:
+        run = uuid.uuid4().hex[:8]
+        job_config, job_path = write_config(
+            config, config_path.parent / f"bench-{run}.yaml",
+            kafka={"events_topic": f"bench-{run}-events", "alerts_topic": f"bench-{run}-alerts",
+                   "dead_letter_topic": f"bench-{run}-dead", "consumer_group": f"bench-{run}"},
+            influxdb={"measurement": f"bench_{run}"},
+            flink={"job_name": f"streamad-bench-{run}"})
+        kafka.ensure_topics(job_config.kafka.bootstrap_servers,
+                            [job_config.kafka.events_topic, job_config.kafka.alerts_topic,
+                             job_config.kafka.dead_letter_topic], job_config.kafka.partitions)
+        events = ordered_events(sorted(data_dir.glob("*_test.csv.gz")), job_config)
+        messages = [(k, v) for k, v, _ in encoded(events, job_config)]
+        started = time.perf_counter()
+        send(iter(messages), job_config)
+        replay_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        result = jobs_client.run_local(job_path, bounded=True, timeout_s=1800)
+        job_s = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr[-3000:])
+        points = influx_count(job_config)
+        job_path.unlink()
+        return {"job_events": len(messages), "job_wall_s": job_s,
+                "job_events_per_s_including_startup": len(messages) / job_s,
+                "job_windows_written": points, "replay_events_per_s": len(messages) / replay_s}
+    finally:
+        stack.down(started_servers)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--core", action="store_true", help="only the Flink-free core")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    args = parser.parse_args()
+    data_dir = Path(args.data_dir)
+    config_path = REPO / "jobs" / "default.yaml"
+    workdir = REPO / "bench" / "results"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = load_config(config_path)
+    artifact_dir = config.artifact_path
+    if not (artifact_dir / "metadata.json").is_file():
+        train(config, sorted(data_dir.glob("*_train.csv.gz")))
+    load_artifact(artifact_dir)
+
+    results = bench_core(config, data_dir, artifact_dir)
+    if not args.core:
+        results.update(bench_job(config_path, config, data_dir))
+    for name, value in results.items():
+        print(f"{name:42} {value:,.1f}" if isinstance(value, float) else f"{name:42} {value:,}")
+    record = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+              "window": {"size_s": config.window.size_s, "slide_s": config.window.slide_s},
+              "command": "bin/streamad bench" + (" --core" if args.core else ""),
+              "results": {k: round(v, 1) if isinstance(v, float) else v
+                          for k, v in results.items()}}
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written to {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Stack processes are started, found and stopped by their PID files: real processes here."""
+
+import os
+import sys
+
+import pytest
+
+from streamad.stack import process
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMAD_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_started_process_is_found_and_stopped(state):
+    pid = process.start_process("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    assert process.running_pid("sleeper") == pid
+    assert process.stop_process("sleeper", timeout_s=10) is True
+    assert process.running_pid("sleeper") is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_process_that_ignores_sigterm_is_killed(state):
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    process.start_process("stubborn", [sys.executable, "-c", code])
+    import time
+    time.sleep(0.5)  # let it install its handler
+    assert process.stop_process("stubborn", timeout_s=1) is True
+    assert process.running_pid("stubborn") is None
+
+
+def test_stop_leaves_alone_what_it_did_not_start(state):
+    assert process.stop_process("never-started") is False
+    # A stale PID file (the process is gone) is not a running server.
+    process.pid_file("gone").write_text("999999")
+    assert process.running_pid("gone") is None
+
+
+def test_a_server_that_dies_while_starting_is_reported_with_its_log(state):
+    process.start_process("crasher", [sys.executable, "-c", "print('bad config'); raise SystemExit(3)"])
+    with pytest.raises(process.StackError, match="crasher exited while waiting for .*crasher.out"):
+        process.wait_until(lambda: False, 10, "being ready", "crasher")
+    assert "bad config" in (state / "logs" / "crasher.out").read_text()
+
+
+def test_failed_install_step_shows_the_end_of_its_log(state):
+    with pytest.raises(process.StackError, match=r"downloading things failed \(exit 2\)"):
+        process.run_checked([sys.executable, "-c", "import sys; print('404'); sys.exit(2)"],
+                            "downloading things", "install-things")
