@@ -12,6 +12,7 @@ window end) with the same tags, which overwrites the same point: exactly one poi
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Sequence
 
@@ -47,18 +48,16 @@ def to_line_protocol(measurement: str, key_tag: str, keys: pd.Series, model_vers
     for name in fields.columns:
         values = fields[name].to_numpy()
         if values.dtype == bool:
-            text = np.where(values, f"{name}=true", f"{name}=false")
+            columns.append([f"{name}=true" if v else f"{name}=false" for v in values.tolist()])
         else:
-            numbers = values.astype(np.float64)
-            text = np.char.add(f"{name}=", numbers.astype(str))
-            text = np.where(np.isfinite(numbers), text, "")
-        columns.append(text)
-    lines = []
-    for row, (key, version, stamp) in enumerate(zip(keys, model_versions, window_end_ms)):
-        field_text = ",".join(column[row] for column in columns if column[row])
-        lines.append(f"{measurement},{key_tag}={escape_tag(str(key))},"
-                     f"model_version={escape_tag(str(version))} {field_text} {int(stamp)}")
-    return lines
+            # repr gives the shortest text that reads back as the same float.
+            columns.append([f"{name}={v!r}" if math.isfinite(v) else ""
+                            for v in values.astype(np.float64).tolist()])
+    rows = zip(*columns) if columns else ([] for _ in range(len(keys)))
+    return [f"{measurement},{key_tag}={escape_tag(str(key))},"
+            f"model_version={escape_tag(str(version))} "
+            f"{','.join(field for field in fields_text if field)} {int(stamp)}"
+            for key, version, stamp, fields_text in zip(keys, model_versions, window_end_ms, rows)]
 
 
 class WriteScoresToInflux(ScalarFunction):
