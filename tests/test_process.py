@@ -50,3 +50,13 @@ def test_failed_install_step_shows_the_end_of_its_log(state):
     with pytest.raises(process.StackError, match=r"downloading things failed \(exit 2\)"):
         process.run_checked([sys.executable, "-c", "import sys; print('404'); sys.exit(2)"],
                             "downloading things", "install-things")
+
+
+def test_a_port_in_use_by_someone_else_is_refused_with_the_setting_to_change():
+    import socket
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(process.StackError, match=f"127.0.0.1:{port}.*STREAMAD__X__Y"):
+            process.require_free_port("127.0.0.1", port, "STREAMAD__X__Y")

@@ -50,3 +50,22 @@ def test_sql_time_parsing_agrees_with_python(table_env, time_format, values):
 def test_interval_literals_cover_long_windows():
     assert sql.seconds(600) == "INTERVAL '0 00:10:00' DAY TO SECOND"
     assert sql.seconds(86_400 * 2 + 1) == "INTERVAL '2 00:00:01' DAY TO SECOND"
+
+
+@pytest.mark.parametrize("kind, expected", [("tumbling", "TUMBLE("), ("hopping", "HOP(")])
+def test_job_plans_with_either_window_kind(kind, expected):
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    from jobs.anomaly_job import build_job, configure
+    from streamad.stack.flink import connector_jar
+    config = config_from_dict({
+        "schema": {"key_field": "k", "time_field": "ts", "metric_fields": ["x", "y"]},
+        "window": {"kind": kind, "size_s": 600, "slide_s": 120}})
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    configure(t_env, config, str(connector_jar()))
+    plan = build_job(t_env, config).explain()
+    assert expected in plan
+    # Each Python UDF runs once per row, however many sinks read its result.
+    for udf in (sql.PARSE_UDF, sql.SCORE_UDF, sql.WRITE_UDF):
+        optimized = plan.split("== Optimized Execution Plan ==")[1]
+        assert optimized.count(f"{udf}(") == 1, udf

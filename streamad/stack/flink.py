@@ -116,10 +116,7 @@ def start(rest_url: str) -> bool:
     connector_jar()
     started = False
     if process.running_pid(JOBMANAGER) is None:
-        if process.port_open(host, port):
-            raise process.StackError(
-                f"something else listens on {host}:{port}; stop it or point "
-                f"STREAMAD__FLINK__REST_URL at a free port.")
+        process.require_free_port(host, port, "STREAMAD__FLINK__REST_URL")
         render_conf(rest_url)
         process.start_process(JOBMANAGER, [str(flink_home() / "bin" / "jobmanager.sh"),
                                            "start-foreground"], env=_env())

@@ -76,10 +76,7 @@ def start(url: str, database: str) -> bool:
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 8086
     started = False
     if process.running_pid(NAME) is None:
-        if process.port_open(host, port):
-            raise process.StackError(
-                f"something else listens on {host}:{port}; stop it or point "
-                f"STREAMAD__INFLUXDB__URL at a free port.")
+        process.require_free_port(host, port, "STREAMAD__INFLUXDB__URL")
         binary = install()
         home = process.state_dir() / "influxdb"
         home.mkdir(parents=True, exist_ok=True)

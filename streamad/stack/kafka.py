@@ -110,10 +110,7 @@ def start(host: str, port: int) -> bool:
     """Start the broker unless ours already runs; True when this call started it."""
     if process.running_pid(NAME) is not None:
         return False
-    if process.port_open(host, port):
-        raise process.StackError(
-            f"something else listens on {host}:{port}; stop it or point "
-            f"STREAMAD__KAFKA__BOOTSTRAP_SERVERS at a free port.")
+    process.require_free_port(host, port, "STREAMAD__KAFKA__BOOTSTRAP_SERVERS")
     libs = install()
     controller_port = port + 1
     config_dir = process.state_dir() / "kafka"

@@ -120,6 +120,13 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def require_free_port(host: str, port: int, setting: str) -> None:
+    """Refuse to start a server where something that is not ours already listens."""
+    if port_open(host, port):
+        raise StackError(f"something else listens on {host}:{port}; stop it or point "
+                         f"{setting} at a free port.")
+
+
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, name: str,
                interval_s: float = 0.5) -> None:
     """Poll `check` until true; on time-out, or if server `name` died, raise with its log."""
