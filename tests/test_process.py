@@ -60,3 +60,11 @@ def test_a_port_in_use_by_someone_else_is_refused_with_the_setting_to_change():
         port = listener.getsockname()[1]
         with pytest.raises(process.StackError, match=f"127.0.0.1:{port}.*STREAMAD__X__Y"):
             process.require_free_port("127.0.0.1", port, "STREAMAD__X__Y")
+
+
+def test_kraft_cluster_ids_never_look_like_options():
+    from streamad.stack.kafka import _random_cluster_id
+    ids = {_random_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 22 for i in ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import shutil
 import uuid
@@ -123,7 +124,7 @@ def start(host: str, port: int) -> bool:
         cluster_id = _random_cluster_id()
         process.run_checked(
             _java_argv(libs, "kafka.tools.StorageTool", "format", "--standalone",
-                       "-t", cluster_id, "-c", str(properties), heap="256m"),
+                       f"--cluster-id={cluster_id}", "-c", str(properties), heap="256m"),
             "formatting Kafka's KRaft storage", "kafka-format")
     process.start_process(NAME, _java_argv(libs, "kafka.Kafka", str(properties)))
     process.wait_until(lambda: process.port_open(host, port), 90,
@@ -132,8 +133,14 @@ def start(host: str, port: int) -> bool:
 
 
 def _random_cluster_id() -> str:
-    import base64
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64, as Kafka's own tool makes them.
+
+    Like Kafka, avoid a leading '-', which command lines would read as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def stop() -> bool:
