@@ -9,19 +9,44 @@ from typing import Iterator
 from streamad.config import JobConfig
 
 
+def _consumer(bootstrap_servers: str, from_beginning: bool = True):
+    from kafka import KafkaConsumer
+    return KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                         isolation_level="read_committed", enable_auto_commit=False,
+                         auto_offset_reset="earliest" if from_beginning else "latest",
+                         consumer_timeout_ms=1000, client_id="streamad-alerts")
+
+
+def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+    """The committed end of each partition of `topic` now: where a reader of what comes
+    next starts."""
+    from kafka import TopicPartition
+    consumer = _consumer(bootstrap_servers)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
 def read_topic(bootstrap_servers: str, topic: str, from_beginning: bool = True,
-               idle_timeout_s: float | None = 10, until=None) -> Iterator[tuple[bytes, bytes]]:
+               idle_timeout_s: float | None = 10, until=None,
+               start_offsets: dict[int, int] | None = None) -> Iterator[tuple[bytes, bytes]]:
     """Yield (key, value) from `topic` with isolation.level=read_committed.
 
-    Stops after `idle_timeout_s` without a message (None: never), or when `until()` is true
-    while idle.
+    Starts at `start_offsets` (partition -> offset) when given. Stops after `idle_timeout_s`
+    without a message (None: never), or when `until()` is true while idle.
     """
-    from kafka import KafkaConsumer
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap_servers, group_id=None,
-                             isolation_level="read_committed", enable_auto_commit=False,
-                             auto_offset_reset="earliest" if from_beginning else "latest",
-                             consumer_timeout_ms=1000, client_id="streamad-alerts")
+    consumer = _consumer(bootstrap_servers, from_beginning)
+    if start_offsets is None:
+        consumer.subscribe([topic])
+    else:
+        partitions = {TopicPartition(topic, p): o for p, o in start_offsets.items()}
+        consumer.assign(list(partitions))
+        for partition, offset in partitions.items():
+            consumer.seek(partition, offset)
     last = time.monotonic()
     try:
         while True:

@@ -132,7 +132,7 @@ def cmd_alerts(args, config: JobConfig) -> int:
 
 def cmd_demo(args, config: JobConfig) -> int:
     from streamad import jobs_client, stack
-    from streamad.alerts import format_alert, read_topic
+    from streamad.alerts import end_offsets, format_alert, read_topic
     from streamad.replay import encoded, ordered_events, send
     from streamad.stack import influxdb
 
@@ -145,6 +145,8 @@ def cmd_demo(args, config: JobConfig) -> int:
         cmd_train(argparse.Namespace(files=[], data_dir=data_dir, output=None), config)
     else:
         _say(f"== 2/5 Using the trained model in {config.artifact_path} (--retrain to redo) ==")
+    # Alerts of earlier runs stay in the topic: show only what this run adds.
+    alerts_start = end_offsets(config.kafka.bootstrap_servers, config.kafka.alerts_topic)
     _say("== 3/5 Submitting the job to Flink ==")
     job_id = jobs_client.submit(config, Path(args.config) if args.config else None, replace=True)
     _say(f"  job {job_id} is running")
@@ -157,7 +159,7 @@ def cmd_demo(args, config: JobConfig) -> int:
     _say("== 5/5 Alerts (read_committed: only what Flink's checkpoints committed) ==")
     count = 0
     for _, value in read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic,
-                               from_beginning=True, idle_timeout_s=args.quiet_s):
+                               idle_timeout_s=args.quiet_s, start_offsets=alerts_start):
         count += 1
         if count <= args.show:
             _say(format_alert(value))
@@ -169,7 +171,7 @@ def cmd_demo(args, config: JobConfig) -> int:
     series = points["results"][0].get("series", [])
     scored = series[0]["values"][0][1] if series else 0
     _say()
-    _say(f"{count:,} alert(s); {scored:,} window scores in InfluxDB.")
+    _say(f"{count:,} alert(s) from this run; {scored:,} window scores in InfluxDB.")
     _print_endpoints(config)
     _say("Grafana: provisioning and a dashboard are in docker/grafana/.")
     _say("Stop everything with:  bin/streamad stack down")
