@@ -37,9 +37,21 @@ def features_for(aggregates: pd.DataFrame, config: JobConfig) -> pd.DataFrame:
 
 def train(config: JobConfig, paths: Sequence[Path], output_dir: Path | None = None
           ) -> ModelArtifact:
-    """Fit the model on the events in `paths` and write the artifact."""
+    """Fit the model on the events in CSV files `paths` and write the artifact."""
     paths = [Path(p) for p in paths]
     events = load_events_csv(paths, config.schema)
+    reference = {"files": [{"path": str(p.resolve()), "sha256": sha256_of(p)} for p in paths]}
+    return train_on_events(config, events, reference, output_dir)
+
+
+def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict,
+                    output_dir: Path | None = None) -> ModelArtifact:
+    """Fit the model on `events` (key, event_time_ms, metrics) and write the artifact.
+
+    `training_data` says where the events came from; it goes into the metadata.
+    """
+    if events.empty:
+        raise ValueError("no events to train on; check the files or the topic.")
     aggregates = windows_for(events, config)
     features = features_for(aggregates, config)
     names = feature_names(config.schema.metric_fields, config.features.statistics,
@@ -66,7 +78,7 @@ def train(config: JobConfig, paths: Sequence[Path], output_dir: Path | None = No
         "threshold_method": f"quantile {1 - config.model.target_alert_rate:g} of training "
                             f"window scores (target alert rate {config.model.target_alert_rate:g})",
         "training_data": {
-            "files": [{"path": str(p.resolve()), "sha256": sha256_of(p)} for p in paths],
+            **training_data,
             "events": int(len(events)), "windows": int(len(features)),
             "keys": sorted(map(str, events[config.schema.key_field].unique())),
         },

@@ -30,12 +30,12 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
 
 
 def read_topic(bootstrap_servers: str, topic: str, from_beginning: bool = True,
-               idle_timeout_s: float | None = 10, until=None,
+               idle_timeout_s: float | None = 10, keep_going=None,
                start_offsets: dict[int, int] | None = None) -> Iterator[tuple[bytes, bytes]]:
     """Yield (key, value) from `topic` with isolation.level=read_committed.
 
     Starts at `start_offsets` (partition -> offset) when given. Stops after `idle_timeout_s`
-    without a message (None: never), or when `until()` is true while idle.
+    without a message (None: never), but not while `keep_going()` is true.
     """
     from kafka import TopicPartition
 
@@ -53,10 +53,9 @@ def read_topic(bootstrap_servers: str, topic: str, from_beginning: bool = True,
             for message in consumer:
                 last = time.monotonic()
                 yield message.key, message.value
-            idle = time.monotonic() - last
-            if idle_timeout_s is not None and idle >= idle_timeout_s:
-                return
-            if until is not None and until():
+            if keep_going is not None and keep_going():
+                last = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - last >= idle_timeout_s:
                 return
     finally:
         consumer.close()

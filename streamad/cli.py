@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,10 +76,19 @@ def _print_endpoints(config: JobConfig) -> None:
 
 
 def cmd_train(args, config: JobConfig) -> int:
-    from models.train import train
-    files = [Path(f) for f in args.files] or _smd_files("train", Path(args.data_dir))
-    _say(f"Training on {len(files)} file(s)...")
-    artifact = train(config, files, Path(args.output) if args.output else None)
+    from models.train import train, train_on_events
+    output = Path(args.output) if args.output else None
+    if getattr(args, "from_topic", False):
+        from streamad.history import read_events_topic
+        _say(f"Reading the events topic {config.kafka.events_topic} up to its current end...")
+        events, reference = read_events_topic(config, max_events=args.max_events)
+        _say(f"Training on {len(events):,} events ({reference['rejected_events']} invalid "
+             f"left out)...")
+        artifact = train_on_events(config, events, reference, output)
+    else:
+        files = [Path(f) for f in args.files] or _smd_files("train", Path(args.data_dir))
+        _say(f"Training on {len(files)} file(s)...")
+        artifact = train(config, files, output)
     meta = artifact.metadata
     _say(f"Model {artifact.model_version}: {meta['training_data']['windows']:,} windows of "
          f"{meta['training_data']['events']:,} events, {len(artifact.feature_names)} features, "
@@ -142,7 +152,8 @@ def cmd_demo(args, config: JobConfig) -> int:
     data_dir = Path(args.data_dir)
     if args.retrain or not (config.artifact_path / "metadata.json").is_file():
         _say("== 2/5 Training the model on the SMD train halves ==")
-        cmd_train(argparse.Namespace(files=[], data_dir=data_dir, output=None), config)
+        cmd_train(argparse.Namespace(files=[], data_dir=data_dir, output=None,
+                                     from_topic=False), config)
     else:
         _say(f"== 2/5 Using the trained model in {config.artifact_path} (--retrain to redo) ==")
     # Alerts of earlier runs stay in the topic: show only what this run adds.
@@ -150,24 +161,39 @@ def cmd_demo(args, config: JobConfig) -> int:
     _say("== 3/5 Submitting the job to Flink ==")
     job_id = jobs_client.submit(config, Path(args.config) if args.config else None, replace=True)
     _say(f"  job {job_id} is running")
-    _say("== 4/5 Replaying the SMD test halves into Kafka ==")
+    _say("== 4/5 Replaying the SMD test halves into Kafka; alerts as they arrive "
+         "(read_committed: only what Flink's checkpoints committed) ==")
     events = ordered_events(_smd_files("test", data_dir), config,
                             limit_per_key=args.limit_per_key)
     messages = list(encoded(events, config))
-    send(((k, v) for k, v, _ in messages), config,
-         progress=_progress_printer(len(messages), "sent"))
-    _say("== 5/5 Alerts (read_committed: only what Flink's checkpoints committed) ==")
+    replay_errors: list[BaseException] = []
+
+    def run_replay() -> None:
+        try:
+            send(((k, v) for k, v, _ in messages), config,
+                 progress=_progress_printer(len(messages), "sent"))
+        except BaseException as exc:  # handed to the main thread below
+            replay_errors.append(exc)
+
+    replay = threading.Thread(target=run_replay, name="replay", daemon=True)
+    replay.start()
     count = 0
     for _, value in read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic,
-                               idle_timeout_s=args.quiet_s, start_offsets=alerts_start):
+                               idle_timeout_s=args.quiet_s, keep_going=replay.is_alive,
+                               start_offsets=alerts_start):
         count += 1
         if count <= args.show:
             _say(format_alert(value))
         elif count == args.show + 1:
             _say(f"  ... (more alerts; all of them: bin/streamad alerts)")
+    replay.join()
+    if replay_errors:
+        raise replay_errors[0]
+    _say("== 5/5 Summary ==")
     points = influxdb.query(config.influxdb.url,
                             f'SELECT count("score") FROM "{config.influxdb.measurement}"',
-                            database=config.influxdb.database)
+                            database=config.influxdb.database,
+                            token=config.influxdb.read_token())
     series = points["results"][0].get("series", [])
     scored = series[0]["values"][0][1] if series else 0
     _say()
@@ -195,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.set_defaults(func=cmd_stack)
 
-    train = commands.add_parser("train", help="fit the model on historical events (CSV)",
+    train = commands.add_parser("train", help="fit the model on historical events (CSV or topic)",
                                 description="Fit IsolationForest on the window features of "
                                 "historical events and write a versioned artifact with its "
                                 "metadata. The alert threshold is set without labels from "
@@ -203,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("files", nargs="*", help="CSV files (default: the SMD train halves)")
     train.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SMD data folder")
     train.add_argument("--output", help="artifact folder (default: model.artifact_dir)")
+    train.add_argument("--from-topic", action="store_true",
+                       help="train on the events topic (a bounded read: from the beginning to "
+                            "its end now) instead of CSV files")
+    train.add_argument("--max-events", type=int, help="with --from-topic: read at most this many")
     train.set_defaults(func=cmd_train)
 
     submit = commands.add_parser("submit", help="submit the job to the Flink cluster",
@@ -255,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "py4j"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python warns about its own event loop timing; its errors still show.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
         return args.func(args, config)
