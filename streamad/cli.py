@@ -119,10 +119,8 @@ def cmd_replay(args, config: JobConfig) -> int:
     _say(f"Replaying {len(events):,} events from {len(files)} file(s) into "
          f"{config.kafka.events_topic}" + (f" at {args.speedup:g}x real time" if args.speedup
                                             else " as fast as the broker takes them") + "...")
-    messages = list(encoded(events, config))
-    send(((key, value) for key, value, _ in messages), config,
-         progress=_progress_printer(len(messages), "sent"), speedup=args.speedup,
-         times_ms=[t for _, _, t in messages])
+    send(encoded(events, config), config, progress=_progress_printer(len(events), "sent"),
+         speedup=args.speedup)
     return 0
 
 
@@ -165,13 +163,11 @@ def cmd_demo(args, config: JobConfig) -> int:
          "(read_committed: only what Flink's checkpoints committed) ==")
     events = ordered_events(_smd_files("test", data_dir), config,
                             limit_per_key=args.limit_per_key)
-    messages = list(encoded(events, config))
     replay_errors: list[BaseException] = []
 
     def run_replay() -> None:
         try:
-            send(((k, v) for k, v, _ in messages), config,
-                 progress=_progress_printer(len(messages), "sent"))
+            send(encoded(events, config), config, progress=_progress_printer(len(events), "sent"))
         except BaseException as exc:  # handed to the main thread below
             replay_errors.append(exc)
 

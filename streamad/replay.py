@@ -50,29 +50,27 @@ def encoded(events: pd.DataFrame, config: JobConfig) -> Iterable[tuple[bytes, by
         yield str(key).encode(), payload, int(time_ms)
 
 
-def send(messages: Iterable[tuple[bytes, bytes | None]], config: JobConfig, topic: str | None = None,
-         progress: Callable[[int], None] | None = None, speedup: float | None = None,
-         times_ms: Sequence[int] | None = None) -> int:
-    """Produce (key, value) pairs to the events topic; returns how many were sent.
+def send(messages: Iterable[tuple[bytes, bytes | None, int]], config: JobConfig,
+         progress: Callable[[int], None] | None = None, speedup: float | None = None) -> int:
+    """Produce (key, value, event time ms) triples, as `encoded` yields them, to the events
+    topic; returns how many were sent.
 
-    With `speedup` (and `times_ms`), events are paced at that many times real time;
+    With `speedup`, events are paced at that many times real time by their event times;
     without, they go as fast as the broker takes them.
     """
     producer = make_producer(config.kafka.bootstrap_servers)
-    topic = topic or config.kafka.events_topic
     sent = 0
     started = time.monotonic()
     first_ms = None
     try:
-        for index, (key, value) in enumerate(messages):
-            if speedup and times_ms is not None:
-                first_ms = times_ms[0] if first_ms is None else first_ms
-                due = (times_ms[index] - first_ms) / 1000 / speedup
-                wait = due - (time.monotonic() - started)
+        for key, value, time_ms in messages:
+            if speedup:
+                first_ms = time_ms if first_ms is None else first_ms
+                wait = (time_ms - first_ms) / 1000 / speedup - (time.monotonic() - started)
                 if wait > 0:
                     producer.flush()
                     time.sleep(wait)
-            producer.send(topic, key=key, value=value)
+            producer.send(config.kafka.events_topic, key=key, value=value)
             sent += 1
             if progress and sent % 5000 == 0:
                 progress(sent)
