@@ -116,16 +116,18 @@ def window_aggregates(events: pd.DataFrame, key: str, time_ms: str, metrics: Seq
     # Sorted by event time (stable, so equal times keep arrival order): "last" is then the
     # value at the latest event time, as in the job.
     long = long.sort_values("_time", kind="stable")
+    metrics = list(metrics)
+    squares = [f"_square_{i}" for i in range(len(metrics))]
+    long[squares] = long[metrics].to_numpy() ** 2
     grouped = long.groupby([key, "window_start_ms"], sort=True)
+    by_aggregate = {"sum": grouped[metrics].sum(),
+                    "sumsq": grouped[squares].sum().set_axis(metrics, axis=1),
+                    "min": grouped[metrics].min(), "max": grouped[metrics].max(),
+                    "last": grouped[metrics].last()}
     parts = {COUNT_COLUMN: grouped.size()}
     for metric in metrics:
-        column = grouped[metric]
-        parts[aggregate_name(metric, "sum")] = column.sum()
-        parts[aggregate_name(metric, "sumsq")] = (long[metric] ** 2).groupby(
-            [long[key], long["window_start_ms"]]).sum()
-        parts[aggregate_name(metric, "min")] = column.min()
-        parts[aggregate_name(metric, "max")] = column.max()
-        parts[aggregate_name(metric, "last")] = column.last()
+        for aggregate in AGGREGATES:
+            parts[aggregate_name(metric, aggregate)] = by_aggregate[aggregate][metric]
     result = pd.DataFrame(parts).reset_index()
     result.insert(2, "window_end_ms", result["window_start_ms"] + size_ms)
     return result

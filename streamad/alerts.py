@@ -1,4 +1,5 @@
-"""Reading the alerts topic as a downstream consumer would: committed transactions only."""
+"""Reading topics as a downstream consumer would (committed transactions only), and how far
+the job has read its own."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 import time
 from typing import Iterator
 
-from streamad.config import JobConfig
 
 
 def _consumer(bootstrap_servers: str, from_beginning: bool = True):
@@ -25,6 +25,24 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def group_lag(bootstrap_servers: str, topic: str, group_id: str) -> int:
+    """Messages of `topic` not yet committed by consumer group `group_id`.
+
+    Flink's Kafka source commits its offsets when a checkpoint completes, the same moment its
+    transactional sinks commit: at lag 0, the output for everything read is visible. Asking
+    does not join the group.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id,
+                             enable_auto_commit=False, client_id="streamad-lag")
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        ends = consumer.end_offsets(partitions)
+        return sum(max(ends[tp] - (consumer.committed(tp) or 0), 0) for tp in partitions)
     finally:
         consumer.close()
 
@@ -74,8 +92,3 @@ def format_alert(value: bytes) -> str:
             f"score {alert['score']:.3f} > threshold {alert['threshold']:.3f}  "
             f"({alert['model_version']})")
 
-
-def alerts(config: JobConfig, **kwargs) -> Iterator[dict]:
-    for _, value in read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic,
-                               **kwargs):
-        yield json.loads(value)

@@ -78,7 +78,7 @@ def _print_endpoints(config: JobConfig) -> None:
 def cmd_train(args, config: JobConfig) -> int:
     from models.train import train, train_on_events
     output = Path(args.output) if args.output else None
-    if getattr(args, "from_topic", False):
+    if args.from_topic:
         from streamad.history import read_events_topic
         _say(f"Reading the events topic {config.kafka.events_topic} up to its current end...")
         events, reference = read_events_topic(config, max_events=args.max_events)
@@ -89,12 +89,16 @@ def cmd_train(args, config: JobConfig) -> int:
         files = [Path(f) for f in args.files] or _smd_files("train", Path(args.data_dir))
         _say(f"Training on {len(files)} file(s)...")
         artifact = train(config, files, output)
+    _report_model(artifact, output or config.artifact_path)
+    return 0
+
+
+def _report_model(artifact, directory: Path) -> None:
     meta = artifact.metadata
     _say(f"Model {artifact.model_version}: {meta['training_data']['windows']:,} windows of "
          f"{meta['training_data']['events']:,} events, {len(artifact.feature_names)} features, "
          f"threshold {artifact.threshold:.4f} ({meta['threshold_method']})")
-    _say(f"Written to {args.output or config.artifact_path}")
-    return 0
+    _say(f"Written to {directory}")
 
 
 def cmd_submit(args, config: JobConfig) -> int:
@@ -140,18 +144,18 @@ def cmd_alerts(args, config: JobConfig) -> int:
 
 def cmd_demo(args, config: JobConfig) -> int:
     from streamad import jobs_client, stack
-    from streamad.alerts import end_offsets, format_alert, read_topic
+    from streamad.alerts import end_offsets, format_alert, group_lag, read_topic
     from streamad.replay import encoded, ordered_events, send
-    from streamad.stack import influxdb
+    from streamad.stack import flink, influxdb
 
     _say("== 1/5 Starting the local stack (installs Kafka, Flink's Kafka connector and "
          "InfluxDB on first use) ==")
     stack.up(config, progress=_say)
     data_dir = Path(args.data_dir)
     if args.retrain or not (config.artifact_path / "metadata.json").is_file():
+        from models.train import train
         _say("== 2/5 Training the model on the SMD train halves ==")
-        cmd_train(argparse.Namespace(files=[], data_dir=data_dir, output=None,
-                                     from_topic=False), config)
+        _report_model(train(config, _smd_files("train", data_dir)), config.artifact_path)
     else:
         _say(f"== 2/5 Using the trained model in {config.artifact_path} (--retrain to redo) ==")
     # Alerts of earlier runs stay in the topic: show only what this run adds.
@@ -171,17 +175,27 @@ def cmd_demo(args, config: JobConfig) -> int:
         except BaseException as exc:  # handed to the main thread below
             replay_errors.append(exc)
 
+    def job_still_reading() -> bool:
+        # Until the job has committed everything replayed, more alerts may come however quiet
+        # the topic is (its Python workers take a while to start); unless the job stopped.
+        if replay.is_alive():
+            return True
+        job = flink.rest(config.flink.rest_url, f"/jobs/{job_id}")
+        return job["state"] == "RUNNING" and group_lag(
+            config.kafka.bootstrap_servers, config.kafka.events_topic,
+            config.kafka.consumer_group) > 0
+
     replay = threading.Thread(target=run_replay, name="replay", daemon=True)
     replay.start()
     count = 0
     for _, value in read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic,
-                               idle_timeout_s=args.quiet_s, keep_going=replay.is_alive,
+                               idle_timeout_s=args.quiet_s, keep_going=job_still_reading,
                                start_offsets=alerts_start):
         count += 1
         if count <= args.show:
             _say(format_alert(value))
         elif count == args.show + 1:
-            _say(f"  ... (more alerts; all of them: bin/streamad alerts)")
+            _say("  ... (more alerts; all of them: bin/streamad alerts)")
     replay.join()
     if replay_errors:
         raise replay_errors[0]
@@ -272,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit-per-key", type=int, help="replay at most this many events per key")
     demo.add_argument("--show", type=int, default=40, help="alerts to print (default 40)")
     demo.add_argument("--quiet-s", type=float, default=45,
-                      help="stop reading alerts after this many quiet seconds (default 45)")
+                      help="once the job has read all replayed events, stop reading alerts "
+                           "after this many quiet seconds (default 45)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
