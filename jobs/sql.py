@@ -22,7 +22,7 @@ from models.features import AGGREGATES, COUNT_COLUMN, aggregate_name
 from streamad.config import JobConfig
 
 PARSE_UDF, SCORE_UDF, WRITE_UDF = "parse_event", "score_windows", "write_scores"
-# Length of the sortable time prefix yyyyMMddHHmmssSSS of the "last" aggregate.
+# Length of the sortable time prefix yyyyMMddHHmmssSSS of the "first" and "last" aggregates.
 _TIME_DIGITS = 17
 
 
@@ -190,22 +190,23 @@ def window_aggregates_query(config: JobConfig) -> str:
     else:
         table_function = (f"TUMBLE(TABLE good_events, DESCRIPTOR(event_time), "
                           f"{seconds(window.size_s)})")
-    # "last" is the value at the latest event time. Hopping windows are computed from
-    # slices, which needs mergeable aggregates, and LAST_VALUE is not: so take the MAX of
-    # "<event time as yyyyMMddHHmmssSSS>|<value>" (text order is time order) and read the
-    # value back.
+    # "first" and "last" are the values at the earliest and latest event times. Hopping
+    # windows are computed from slices, which needs mergeable aggregates, and FIRST_VALUE and
+    # LAST_VALUE are not: so take the MIN and MAX of "<event time as yyyyMMddHHmmssSSS>|<value>"
+    # (text order is time order) and read the value back.
     sql_aggregate = {
         "sum": "SUM({m})", "sumsq": "SUM({m} * {m})", "min": "MIN({m})", "max": "MAX({m})",
-        "last": "MAX(CONCAT(DATE_FORMAT(event_time, 'yyyyMMddHHmmssSSS'), '|', "
-                "CAST({m} AS STRING)))",
     }
+    timed_value = ("(CONCAT(DATE_FORMAT(event_time, 'yyyyMMddHHmmssSSS'), '|', "
+                   "CAST({m} AS STRING)))")
+    sql_aggregate["first"], sql_aggregate["last"] = "MIN" + timed_value, "MAX" + timed_value
     inner, outer = [f"CAST(COUNT(*) AS DOUBLE) AS {COUNT_COLUMN}"], [COUNT_COLUMN]
     for metric in config.schema.metric_fields:
         for aggregate in AGGREGATES:
             name = quote(aggregate_name(metric, aggregate))
             inner.append(f"{sql_aggregate[aggregate].format(m=quote(metric))} AS {name}")
             outer.append(f"CAST(SUBSTRING({name} FROM {_TIME_DIGITS + 2}) AS DOUBLE) AS {name}"
-                         if aggregate == "last" else name)
+                         if aggregate in ("first", "last") else name)
     inner_select, outer_select = ",\n    ".join(inner), ",\n  ".join(outer)
     return f"""SELECT event_key, window_start, window_end,
   {outer_select}

@@ -2,15 +2,22 @@
 
 A window's features are computed in two steps so that Flink SQL can do the heavy part:
 
-1. *Aggregates* (sufficient statistics) per key and window: the event count and, per metric,
-   sum, sum of squares, min, max and last. The job computes them in Flink SQL
-   (jobs/sql.py); `window_aggregates` computes the same ones offline with pandas.
-2. *Features* from aggregates (`features_from_aggregates`): mean, population std, min, max,
-   last per metric, and the count. Both paths call this same function.
+1. *Aggregates* (sufficient statistics, all mergeable so Flink can share slices between
+   hopping windows) per key and window: the event count and, per metric, sum, sum of
+   squares, min, max, first and last. The job computes them in Flink SQL (jobs/sql.py);
+   `window_aggregates` computes the same ones offline with pandas.
+2. *Features* from aggregates (`features_from_aggregates`), per metric:
 
-"last" is the value at the window's latest event time, whatever order events arrived in.
-Should one key send two events with the same time, which of their values is "last" is not
-specified.
+   - ``mean``, ``std`` (population): level and noise;
+   - ``min``, ``max``, ``range`` (max - min): the extremes and the spread;
+   - ``last``: the newest value, so a window reacts to what just happened;
+   - ``first`` and ``delta`` (last - first): the change across the window, its trend;
+
+   and the event count. Both paths call this same function.
+
+"first" and "last" are the values at the window's earliest and latest event times, whatever
+order events arrived in. Should one key send two events with the same time, which of their
+values is "first" or "last" is not specified.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-AGGREGATES = ("sum", "sumsq", "min", "max", "last")
+AGGREGATES = ("sum", "sumsq", "min", "max", "first", "last")
+# Every statistic a feature can be, in the canonical order.
+STATISTICS = ("mean", "std", "min", "max", "range", "first", "last", "delta")
 COUNT_COLUMN = "event_count"
 # Variance below this share of the metric's mean square is floating-point noise of
 # E[x^2] - E[x]^2 (a constant metric): report exactly 0 so that both paths agree.
@@ -53,9 +62,10 @@ def features_from_aggregates(aggregates: pd.DataFrame, metrics: Sequence[str],
     """Turn aggregate columns into the feature frame the model scores.
 
     >>> agg = pd.DataFrame({"event_count": [2], "x__sum": [4.0], "x__sumsq": [10.0],
-    ...                     "x__min": [1.0], "x__max": [3.0], "x__last": [3.0]})
-    >>> features_from_aggregates(agg, ["x"], ["mean", "std", "last"]).to_dict("records")
-    [{'event_count': 2.0, 'x__mean': 2.0, 'x__std': 1.0, 'x__last': 3.0}]
+    ...                     "x__min": [1.0], "x__max": [3.0], "x__first": [1.0],
+    ...                     "x__last": [3.0]})
+    >>> features_from_aggregates(agg, ["x"], ["mean", "std", "range", "delta"]).to_dict("records")
+    [{'event_count': 2.0, 'x__mean': 2.0, 'x__std': 1.0, 'x__range': 2.0, 'x__delta': 2.0}]
     """
     count = aggregates[COUNT_COLUMN].to_numpy(dtype=np.float64)
     columns: dict[str, np.ndarray] = {}
@@ -74,8 +84,16 @@ def features_from_aggregates(aggregates: pd.DataFrame, metrics: Sequence[str],
                     variance = mean_square - mean * mean
                     noise = _RELATIVE_VARIANCE_NOISE * np.maximum(mean_square, 1e-300)
                     values = np.sqrt(np.where(variance > noise, variance, 0.0))
-                else:  # min, max, last are aggregates already
+                elif stat == "range":
+                    values = (aggregates[aggregate_name(metric, "max")].to_numpy(np.float64)
+                              - aggregates[aggregate_name(metric, "min")].to_numpy(np.float64))
+                elif stat == "delta":
+                    values = (aggregates[aggregate_name(metric, "last")].to_numpy(np.float64)
+                              - aggregates[aggregate_name(metric, "first")].to_numpy(np.float64))
+                elif stat in AGGREGATES:  # min, max, first, last are aggregates already
                     values = aggregates[aggregate_name(metric, stat)].to_numpy(dtype=np.float64)
+                else:
+                    raise ValueError(f"unknown statistic {stat!r}; known: {', '.join(STATISTICS)}.")
                 columns[f"{metric}__{stat}"] = values
     return pd.DataFrame(columns, index=aggregates.index)
 
@@ -113,8 +131,8 @@ def window_aggregates(events: pd.DataFrame, key: str, time_ms: str, metrics: Seq
     long.insert(0, "window_start_ms", starts.reshape(-1))
     long.insert(0, key, np.repeat(events[key].to_numpy(), per_window))
     long["_time"] = np.repeat(times, per_window)
-    # Sorted by event time (stable, so equal times keep arrival order): "last" is then the
-    # value at the latest event time, as in the job.
+    # Sorted by event time (stable, so equal times keep arrival order): "first" and "last"
+    # are then the values at the earliest and latest event times, as in the job.
     long = long.sort_values("_time", kind="stable")
     metrics = list(metrics)
     squares = [f"_square_{i}" for i in range(len(metrics))]
@@ -123,7 +141,7 @@ def window_aggregates(events: pd.DataFrame, key: str, time_ms: str, metrics: Seq
     by_aggregate = {"sum": grouped[metrics].sum(),
                     "sumsq": grouped[squares].sum().set_axis(metrics, axis=1),
                     "min": grouped[metrics].min(), "max": grouped[metrics].max(),
-                    "last": grouped[metrics].last()}
+                    "first": grouped[metrics].first(), "last": grouped[metrics].last()}
     parts = {COUNT_COLUMN: grouped.size()}
     for metric in metrics:
         for aggregate in AGGREGATES:

@@ -1,24 +1,158 @@
 """Anomaly scorers following the scikit-learn estimator contract.
 
-Every scorer's ``score_samples`` returns **higher = more anomalous** (scikit-learn's own
-IsolationForest says the opposite; we flip it here, once, so that nobody downstream has to
-remember which way a score points).
+Every scorer has ``fit(X)``, ``score_samples(X)`` and ``feature_contributions(X)``:
+
+- ``score_samples`` returns **higher = more anomalous** (scikit-learn's own IsolationForest
+  says the opposite; it is flipped here, once, so that nobody downstream has to remember
+  which way a score points);
+- ``feature_contributions`` returns an (n_samples, n_features) array of non-negative shares
+  of each feature in the sample's anomaly, the raw material of an alert's explanation.
+
+Scorers see features that `models.scaling.KeyedScaler` has already put on a common scale
+(each key against its own normal, capped), so they need no scaling of their own. Non-finite
+values are rejected at ``fit`` and replaced by the training median at scoring time, so one
+odd window cannot fail a stream. ``SCORERS`` maps the configuration's ``model.kind`` to a
+class.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import NearestNeighbors
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 
-class IsolationForestScorer(BaseEstimator):
+class _Scorer(BaseEstimator):
+    """What every scorer shares: input checks and filling non-finite values."""
+
+    def _fit_input(self, X):
+        X = validate_data(self, X, dtype=np.float64)
+        self.fill_values_ = np.median(X, axis=0)
+        return X
+
+    def _score_input(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = check_array(X, dtype=np.float64, ensure_all_finite=False)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} was "
+                             f"fitted with {self.n_features_in_}.")
+        bad = ~np.isfinite(X)
+        if bad.any():
+            X = np.where(bad, self.fill_values_[None, :], X)
+        return X
+
+
+class RobustZScorer(_Scorer):
+    """Windowed-Gaussian baseline: mean squared robust z-score over the features.
+
+    Each feature is centred on its training median and scaled by its MAD (1.4826 * median
+    absolute deviation, floored at ``min_scale`` so a feature that never moved in training
+    does not divide by zero). The score is the mean of the squared z-scores; each feature's
+    contribution is its squared z-score.
+
+    >>> rng = np.random.default_rng(0)
+    >>> scorer = RobustZScorer().fit(rng.normal(size=(500, 3)))
+    >>> scorer.score_samples([[0, 0, 0], [0, 0, 6]]).round(1).tolist()
+    [0.0, 11.4]
+    """
+
+    def __init__(self, min_scale: float = 1e-3):
+        self.min_scale = min_scale
+
+    def fit(self, X, y=None):
+        X = self._fit_input(X)
+        self.center_ = np.median(X, axis=0)
+        mad = 1.4826 * np.median(np.abs(X - self.center_), axis=0)
+        self.scale_ = np.maximum(mad, self.min_scale)
+        return self
+
+    def feature_contributions(self, X) -> np.ndarray:
+        X = self._score_input(X)
+        return ((X - self.center_) / self.scale_) ** 2
+
+    def score_samples(self, X) -> np.ndarray:
+        return self.feature_contributions(X).mean(axis=1)
+
+
+class PCAScorer(_Scorer):
+    """Reconstruction error of a PCA that keeps ``variance`` of the training variance.
+
+    Normal windows lie near the principal subspace of normal data; an anomaly leaves it. The
+    score is the squared distance to the subspace, each feature contributing its squared
+    residual.
+
+    >>> rng = np.random.default_rng(0)
+    >>> t = rng.normal(size=(500, 1))
+    >>> scorer = PCAScorer(variance=0.9).fit(np.hstack([t, 2 * t]))
+    >>> bool(scorer.score_samples([[1.0, -2.0]])[0] > scorer.score_samples([[1.0, 2.0]])[0])
+    True
+    """
+
+    def __init__(self, variance: float = 0.9):
+        self.variance = variance
+
+    def fit(self, X, y=None):
+        X = self._fit_input(X)
+        self.pca_ = PCA(n_components=self.variance, svd_solver="full").fit(X)
+        return self
+
+    def feature_contributions(self, X) -> np.ndarray:
+        X = self._score_input(X)
+        reconstructed = self.pca_.inverse_transform(self.pca_.transform(X))
+        return (X - reconstructed) ** 2
+
+    def score_samples(self, X) -> np.ndarray:
+        return self.feature_contributions(X).sum(axis=1)
+
+
+class KNNScorer(_Scorer):
+    """Mean distance to the ``n_neighbors`` nearest training windows.
+
+    Training keeps at most ``max_reference`` windows (a random sample) so scoring cost does
+    not grow with the history. A feature's contribution is its squared difference to the
+    nearest training window.
+
+    >>> rng = np.random.default_rng(0)
+    >>> scorer = KNNScorer(random_state=0).fit(rng.normal(size=(300, 2)))
+    >>> bool(scorer.score_samples([[5.0, 5.0]])[0] > scorer.score_samples([[0.0, 0.0]])[0])
+    True
+    """
+
+    def __init__(self, n_neighbors: int = 5, max_reference: int = 5000, random_state=None):
+        self.n_neighbors = n_neighbors
+        self.max_reference = max_reference
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        X = self._fit_input(X)
+        if len(X) > self.max_reference:
+            rng = check_random_state(self.random_state)
+            X = X[np.sort(rng.choice(len(X), self.max_reference, replace=False))]
+        self.reference_ = X
+        self.neighbors_ = NearestNeighbors(n_neighbors=min(self.n_neighbors, len(X))).fit(X)
+        return self
+
+    def feature_contributions(self, X) -> np.ndarray:
+        X = self._score_input(X)
+        _, nearest = self.neighbors_.kneighbors(X, n_neighbors=1)
+        return (X - self.reference_[nearest[:, 0]]) ** 2
+
+    def score_samples(self, X) -> np.ndarray:
+        X = self._score_input(X)
+        distances, _ = self.neighbors_.kneighbors(X)
+        return distances.mean(axis=1)
+
+
+class IsolationForestScorer(_Scorer):
     """IsolationForest with anomaly scores where higher means more anomalous.
 
-    Non-finite features (a window whose std could not be computed, say) are rejected at
-    ``fit`` and replaced by the training median at scoring time, so one odd window cannot
-    fail a stream.
+    A forest has no per-feature decomposition of its score, so a feature's contribution is
+    its squared deviation from the training median in units of the training MAD: which
+    features are furthest from normal.
 
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(200, 3))
@@ -33,20 +167,37 @@ class IsolationForestScorer(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y=None):
-        X = validate_data(self, X, dtype=np.float64)
+        X = self._fit_input(X)
         self.forest_ = IsolationForest(n_estimators=self.n_estimators,
                                        max_samples=self.max_samples,
                                        random_state=self.random_state).fit(X)
-        self.fill_values_ = np.median(X, axis=0)
+        self.deviation_ = RobustZScorer().fit(X)
         return self
 
+    def feature_contributions(self, X) -> np.ndarray:
+        return self.deviation_.feature_contributions(self._score_input(X))
+
     def score_samples(self, X) -> np.ndarray:
-        check_is_fitted(self)
-        X = check_array(X, dtype=np.float64, ensure_all_finite=False)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} was "
-                             f"fitted with {self.n_features_in_}.")
-        bad = ~np.isfinite(X)
-        if bad.any():
-            X = np.where(bad, self.fill_values_[None, :], X)
-        return -self.forest_.score_samples(X)
+        return -self.forest_.score_samples(self._score_input(X))
+
+
+SCORERS = {
+    "iforest": IsolationForestScorer,
+    "pca": PCAScorer,
+    "robust_z": RobustZScorer,
+    "knn": KNNScorer,
+}
+
+
+def make_scorer(kind: str, n_estimators: int = 200, pca_variance: float = 0.9,
+                n_neighbors: int = 5, random_state=None):
+    """The scorer the configuration's ``model`` section names, with its settings."""
+    if kind == "iforest":
+        return IsolationForestScorer(n_estimators=n_estimators, random_state=random_state)
+    if kind == "pca":
+        return PCAScorer(variance=pca_variance)
+    if kind == "robust_z":
+        return RobustZScorer()
+    if kind == "knn":
+        return KNNScorer(n_neighbors=n_neighbors, random_state=random_state)
+    raise ValueError(f"unknown scorer kind {kind!r}; known: {', '.join(SCORERS)}.")

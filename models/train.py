@@ -1,11 +1,12 @@
-"""Training: historical events -> the job's window features -> IsolationForest -> artifact.
+"""Training: historical events -> the job's window features -> a `Detector` -> artifact.
 
-The alert threshold is set without labels: the (1 - model.target_alert_rate) quantile of the
-training windows' scores, so that about that share of normal windows would alert.
+Thresholds are set without labels, per key, from the key's training scores: see
+models/threshold.py (``model.threshold_method``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -15,8 +16,7 @@ import pandas as pd
 from models.artifact import ModelArtifact, save_artifact, sha256_of
 from models.data import TIME_MS_COLUMN, load_events_csv
 from models.features import feature_names, features_from_aggregates, window_aggregates
-from models.scorers import IsolationForestScorer
-from models.threshold import threshold_for_alert_rate
+from models.detector import Detector
 from streamad.config import JobConfig
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,11 @@ def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict
                           config.features.include_count)
     log.info("training on %d events -> %d windows x %d features", len(events),
              len(features), len(names))
-    scorer = IsolationForestScorer(n_estimators=config.model.n_estimators,
-                                   random_state=config.model.random_state)
-    scorer.fit(features[names].to_numpy())
-    train_scores = scorer.score_samples(features[names].to_numpy())
-    threshold = threshold_for_alert_rate(train_scores, config.model.target_alert_rate)
+    settings = config.model.detector_settings()
+    detector = Detector(names, settings).fit(features[names], aggregates[config.schema.key_field])
+    train_scores = detector.training_scores_
     metadata = {
-        "model_kind": "iforest",
+        "model_kind": settings.kind,
         "score_direction": "higher is more anomalous",
         "feature_names": names,
         "schema": {"key_field": config.schema.key_field, "time_field": config.schema.time_field,
@@ -74,9 +72,13 @@ def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict
                    "slide_s": config.window.effective_slide_s},
         "features": {"statistics": list(config.features.statistics),
                      "include_count": config.features.include_count},
-        "threshold": threshold,
-        "threshold_method": f"quantile {1 - config.model.target_alert_rate:g} of training "
-                            f"window scores (target alert rate {config.model.target_alert_rate:g})",
+        "threshold": detector.pooled_threshold_,
+        "thresholds_per_key": detector.thresholds_,
+        "threshold_method": (
+            f"quantile {1 - settings.target_alert_rate:g} of each key's training window "
+            f"scores" if settings.threshold_method == "quantile" else
+            f"peaks over threshold: tail probability {settings.pot_risk:g} under a generalized "
+            f"Pareto fit to each key's training scores"),
         "training_data": {
             **training_data,
             "events": int(len(events)), "windows": int(len(features)),
@@ -84,6 +86,6 @@ def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict
         },
         "training_scores": {"min": float(train_scores.min()), "max": float(train_scores.max()),
                             "mean": float(train_scores.mean())},
-        "params": scorer.get_params(),
+        "settings": dataclasses.asdict(settings),
     }
-    return save_artifact(output_dir or config.artifact_path, scorer, metadata)
+    return save_artifact(output_dir or config.artifact_path, detector, metadata)

@@ -25,8 +25,8 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "jobs" / "default
 
 TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
 WINDOW_KINDS = ("tumbling", "hopping")
-# Statistics the job computes per metric and window; see models/features.py.
-KNOWN_STATISTICS = ("mean", "std", "min", "max", "last")
+# Statistics the job can compute per metric and window; see models/features.py.
+KNOWN_STATISTICS = ("mean", "std", "min", "max", "range", "first", "last", "delta")
 # Flink SQL identifiers we generate must be plain: letters, digits, underscore.
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -166,22 +166,81 @@ class FeaturesConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     artifact_dir: str = "models/artifacts/default"
-    # Training: the alert threshold is the (1 - target_alert_rate) quantile of the training
-    # windows' scores, so about this share of normal windows would alert.
+    # The scorer: iforest, pca (reconstruction error), robust_z (windowed Gaussian) or knn.
+    kind: str = "iforest"
+    # pooled: one model over all keys' per-key-normalized features; per_key: one per key.
+    baseline: str = "pooled"
+    # Scaled features (in standard deviations of the key's own normal) are clipped here, so
+    # one metric far outside its training range adds a bounded amount to a score.
+    cap: float = 10.0
+    # quantile: the (1 - target_alert_rate) quantile of each key's training scores;
+    # pot: the peaks-over-threshold tail fit's score with tail probability pot_risk.
+    threshold_method: str = "quantile"
     target_alert_rate: float = 0.01
+    pot_risk: float = 0.001
     n_estimators: int = 200
+    pca_variance: float = 0.9
+    n_neighbors: int = 5
     random_state: int = 0
+    # Metrics named in each alert's explanation.
+    explain_top: int = 5
 
     def _validate(self) -> None:
+        from models.detector import BASELINES
+        from models.scorers import SCORERS
+        from models.threshold import THRESHOLD_METHODS
         if not isinstance(self.artifact_dir, str) or not self.artifact_dir:
             raise ConfigError("model.artifact_dir must be a folder path.")
+        for name, allowed in (("kind", SCORERS), ("baseline", BASELINES),
+                              ("threshold_method", THRESHOLD_METHODS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model.{name} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}.")
         if not (isinstance(self.target_alert_rate, (int, float))
                 and 0 < self.target_alert_rate < 0.5):
             raise ConfigError(
                 f"model.target_alert_rate must be a share between 0 and 0.5 (0.01 means about "
-                f"1% of normal windows alert), got {self.target_alert_rate!r}."
-            )
+                f"1% of normal windows alert), got {self.target_alert_rate!r}.")
+        if not (isinstance(self.pot_risk, (int, float)) and 0 < self.pot_risk < 0.02):
+            raise ConfigError(
+                f"model.pot_risk must be a probability between 0 and 0.02 (0.001 means one "
+                f"normal window in a thousand would alert), got {self.pot_risk!r}.")
+        if not (isinstance(self.cap, (int, float)) and self.cap > 0):
+            raise ConfigError(f"model.cap must be a number of standard deviations above 0, "
+                              f"got {self.cap!r}.")
+        if not (isinstance(self.pca_variance, (int, float)) and 0 < self.pca_variance < 1):
+            raise ConfigError(f"model.pca_variance must be a share of variance between 0 and "
+                              f"1, got {self.pca_variance!r}.")
         _require_positive_int("model.n_estimators", self.n_estimators)
+        _require_positive_int("model.n_neighbors", self.n_neighbors)
+        _require_positive_int("model.explain_top", self.explain_top)
+
+    def detector_settings(self):
+        from models.detector import DetectorSettings
+        return DetectorSettings(
+            kind=self.kind, baseline=self.baseline, cap=float(self.cap),
+            threshold_method=self.threshold_method,
+            target_alert_rate=float(self.target_alert_rate), pot_risk=float(self.pot_risk),
+            n_estimators=self.n_estimators, pca_variance=float(self.pca_variance),
+            n_neighbors=self.n_neighbors, random_state=self.random_state,
+            explain_top=self.explain_top)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """The alert policy: anomalous windows of a key -> one alert per incident."""
+    # An incident opens after this many consecutive anomalous windows of a key...
+    open_after_windows: int = 2
+    # ...and ends after this many consecutive normal ones.
+    close_after_windows: int = 3
+
+    def _validate(self) -> None:
+        _require_positive_int("alerts.open_after_windows", self.open_after_windows)
+        _require_positive_int("alerts.close_after_windows", self.close_after_windows)
+
+    def policy(self):
+        from models.incidents import IncidentPolicy
+        return IncidentPolicy(self.open_after_windows, self.close_after_windows)
 
 
 @dataclass(frozen=True)
@@ -270,6 +329,7 @@ class JobConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     influxdb: InfluxDBConfig = field(default_factory=InfluxDBConfig)
     flink: FlinkConfig = field(default_factory=FlinkConfig)
     # Where the file came from, for messages; not a YAML key.
@@ -302,6 +362,7 @@ _SECTIONS = {
     "window": WindowConfig,
     "features": FeaturesConfig,
     "model": ModelConfig,
+    "alerts": AlertsConfig,
     "influxdb": InfluxDBConfig,
     "flink": FlinkConfig,
 }

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import (aggregate_columns, feature_names, features_from_aggregates,
-                             window_aggregates)
+from models.features import (STATISTICS, aggregate_columns, feature_names,
+                             features_from_aggregates, window_aggregates)
 
 
 def random_events(seed=0, keys=("a", "b"), n=300):
@@ -33,8 +33,11 @@ def brute_force(events, size_ms, slide_ms):
                 row[f"{m}__std"] = inside[m].std(ddof=0)
                 row[f"{m}__min"] = inside[m].min()
                 row[f"{m}__max"] = inside[m].max()
-                # the value at the latest event time (ties: the one that arrived last)
-                row[f"{m}__last"] = inside.sort_values("t", kind="stable")[m].iloc[-1]
+                row[f"{m}__range"] = inside[m].max() - inside[m].min()
+                # the values at the earliest and latest event times (ties: arrival order)
+                by_time = inside.sort_values("t", kind="stable")[m]
+                row[f"{m}__first"], row[f"{m}__last"] = by_time.iloc[0], by_time.iloc[-1]
+                row[f"{m}__delta"] = by_time.iloc[-1] - by_time.iloc[0]
             rows.append(row)
     return pd.DataFrame(rows).sort_values(["key", "window_start_ms"]).reset_index(drop=True)
 
@@ -43,7 +46,7 @@ def brute_force(events, size_ms, slide_ms):
                                                (600_000, 300_000)])
 def test_offline_window_features_match_brute_force(size_ms, slide_ms):
     events = random_events()
-    stats = ["mean", "std", "min", "max", "last"]
+    stats = list(STATISTICS)
     aggregates = window_aggregates(events, "key", "t", ["x", "y"], size_ms, slide_ms)
     features = features_from_aggregates(aggregates, ["x", "y"], stats)
     got = pd.concat([aggregates[["key", "window_start_ms"]], features], axis=1)
@@ -61,7 +64,7 @@ def test_window_end_is_start_plus_size():
 def test_constant_metric_has_exactly_zero_std():
     aggregates = pd.DataFrame({"event_count": [10.0], "c__sum": [0.1 * 10],
                                "c__sumsq": [0.1 * 0.1 * 10], "c__min": [0.1], "c__max": [0.1],
-                               "c__last": [0.1]})
+                               "c__first": [0.1], "c__last": [0.1]})
     features = features_from_aggregates(aggregates, ["c"], ["std"])
     assert features["c__std"].iloc[0] == 0.0
 
@@ -69,7 +72,7 @@ def test_constant_metric_has_exactly_zero_std():
 def test_feature_and_aggregate_names_follow_metric_order():
     assert feature_names(["b", "a"], ["max"], include_count=False) == ["b__max", "a__max"]
     assert aggregate_columns(["b"]) == ["event_count", "b__sum", "b__sumsq", "b__min",
-                                        "b__max", "b__last"]
+                                        "b__max", "b__first", "b__last"]
 
 
 def test_empty_events_give_no_windows():

@@ -1,0 +1,177 @@
+"""The scoring core: window features of many keys in, scores, grades, alerts and reasons out.
+
+`Detector` is what a model artifact holds and what both the streaming job's pandas UDF and
+the offline path (`streamad evaluate`, training) call. It is free of Flink. Per window:
+
+1. `KeyedScaler` puts the features on the scale of the key's own normal, capped;
+2. a scorer (`models.scorers`) gives a raw score, higher = more anomalous: either one scorer
+   pooled over all keys (``baseline="pooled"``) or one per key (``"per_key"``; keys with too
+   little training data, and keys unseen in training, fall back to the pooled one);
+3. the key's `TailCalibrator` turns it into a grade in [0, 1] and holds the key's threshold;
+4. the scorer's feature contributions, summed per metric, name the metrics that drove it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from models.features import COUNT_COLUMN
+from models.scaling import KeyedScaler
+from models.scorers import make_scorer
+from models.threshold import TailCalibrator
+
+BASELINES = ("pooled", "per_key")
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Everything that defines a detector; built from the configuration's model section."""
+    kind: str = "iforest"
+    baseline: str = "pooled"
+    cap: float = 10.0
+    threshold_method: str = "quantile"
+    target_alert_rate: float = 0.01
+    pot_risk: float = 1e-3
+    n_estimators: int = 200
+    pca_variance: float = 0.9
+    n_neighbors: int = 5
+    random_state: int | None = 0
+    explain_top: int = 5
+    # A key needs this many training windows for a model and a calibration of its own.
+    min_key_windows: int = 200
+
+
+def metric_of(feature: str) -> str:
+    """The metric a feature is computed from: ``cpu__mean`` -> ``cpu``."""
+    return feature.split("__", 1)[0]
+
+
+class Detector:
+    """Scores windows of any number of keys; see the module docstring.
+
+    >>> rng = np.random.default_rng(0)
+    >>> names = ["cpu__mean", "mem__mean"]
+    >>> train = pd.DataFrame(rng.normal(size=(600, 2)), columns=names)
+    >>> detector = Detector(names, DetectorSettings(kind="robust_z")).fit(train, ["a"] * 600)
+    >>> result = detector.score(pd.DataFrame([[0.0, 9.0]], columns=names), ["a"])
+    >>> bool(result.is_anomaly[0]), result.drivers[0][0][0]
+    (True, 'mem')
+    """
+
+    def __init__(self, feature_names: Sequence[str], settings: DetectorSettings):
+        self.feature_names = list(feature_names)
+        self.settings = settings
+        metrics = [metric_of(f) for f in self.feature_names]
+        self.metrics = list(dict.fromkeys(metrics))
+        # (features x metrics) 0/1 matrix: feature contributions -> metric contributions
+        self._to_metric = np.zeros((len(metrics), len(self.metrics)))
+        for i, metric in enumerate(metrics):
+            self._to_metric[i, self.metrics.index(metric)] = 1.0
+
+    # ---------------------------------------------------------------- training
+    def fit(self, features: pd.DataFrame, keys: Sequence) -> "Detector":
+        settings = self.settings
+        keys = np.asarray(keys).astype(str)
+        X = self._matrix(features)
+        self.scaler_ = KeyedScaler(cap=settings.cap,
+                                   min_key_rows=settings.min_key_windows).fit(X, keys)
+        Z = self.scaler_.transform(X, keys)
+        self.pooled_scorer_ = self._new_scorer().fit(Z)
+        self.key_scorers_ = {}
+        if settings.baseline == "per_key":
+            for key in np.unique(keys):
+                rows = keys == key
+                if rows.sum() >= settings.min_key_windows:
+                    self.key_scorers_[key] = self._new_scorer().fit(Z[rows])
+        scores = self._raw_scores(Z, keys)
+        self.pooled_calibrator_ = TailCalibrator().fit(scores)
+        self.calibrators_ = {}
+        self.thresholds_ = {}
+        for key in np.unique(keys):
+            rows = keys == key
+            if rows.sum() >= settings.min_key_windows:
+                self.calibrators_[key] = TailCalibrator().fit(scores[rows])
+                self.thresholds_[key] = self._threshold(self.calibrators_[key])
+        self.pooled_threshold_ = self._threshold(self.pooled_calibrator_)
+        self.training_scores_ = scores
+        return self
+
+    def _new_scorer(self):
+        s = self.settings
+        return make_scorer(s.kind, n_estimators=s.n_estimators, pca_variance=s.pca_variance,
+                           n_neighbors=s.n_neighbors, random_state=s.random_state)
+
+    def _threshold(self, calibrator: TailCalibrator) -> float:
+        s = self.settings
+        return calibrator.threshold(s.threshold_method, s.target_alert_rate, s.pot_risk)
+
+    def _matrix(self, features: pd.DataFrame) -> np.ndarray:
+        missing = [f for f in self.feature_names if f not in features.columns]
+        if missing:
+            raise ValueError(f"the features lack {missing[:5]} that the detector was trained "
+                             f"on; compute the same features, or retrain.")
+        return features[self.feature_names].to_numpy(dtype=np.float64)
+
+    def _by_key(self, keys: np.ndarray, per_key: dict, fallback):
+        """Rows grouped by the per-key object that handles them (the fallback for others)."""
+        for key in np.unique(keys):
+            yield keys == key, per_key.get(key, fallback)
+
+    def _raw_scores(self, Z: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        scores = np.empty(len(Z))
+        for rows, scorer in self._by_key(keys, self.key_scorers_, self.pooled_scorer_):
+            scores[rows] = scorer.score_samples(Z[rows])
+        return scores
+
+    # ---------------------------------------------------------------- scoring
+    def score(self, features: pd.DataFrame, keys: Sequence, explain: bool = True
+              ) -> pd.DataFrame:
+        """One row per window: score, grade, threshold, is_anomaly, drivers, out_of_range.
+
+        ``drivers`` lists up to ``explain_top`` (metric, share) pairs, largest share first,
+        shares of the window's total contribution; ``out_of_range`` lists the metrics with a
+        feature at the scaling cap (far outside the key's training range).
+        """
+        keys = np.asarray(keys).astype(str)
+        Z = self.scaler_.transform(self._matrix(features), keys)
+        scores = self._raw_scores(Z, keys)
+        grades = np.empty(len(Z))
+        thresholds = np.empty(len(Z))
+        for rows, calibrator in self._by_key(keys, self.calibrators_, self.pooled_calibrator_):
+            grades[rows] = calibrator.grade(scores[rows])
+        for key in np.unique(keys):
+            thresholds[keys == key] = self.thresholds_.get(key, self.pooled_threshold_)
+        result = pd.DataFrame({"score": scores, "grade": grades, "threshold": thresholds,
+                               "is_anomaly": scores > thresholds}, index=features.index)
+        if explain:
+            result["drivers"] = self._drivers(Z, keys)
+            result["out_of_range"] = self._out_of_range(Z)
+        return result
+
+    def metric_contributions(self, features: pd.DataFrame, keys: Sequence) -> np.ndarray:
+        """(windows x metrics) contributions, each row summing to 1 (0 where all are 0)."""
+        keys = np.asarray(keys).astype(str)
+        return self._metric_shares(self.scaler_.transform(self._matrix(features), keys), keys)
+
+    def _metric_shares(self, Z: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        contributions = np.empty_like(Z)
+        for rows, scorer in self._by_key(keys, self.key_scorers_, self.pooled_scorer_):
+            contributions[rows] = scorer.feature_contributions(Z[rows])
+        per_metric = contributions @ self._to_metric
+        totals = per_metric.sum(axis=1, keepdims=True)
+        return np.divide(per_metric, totals, out=np.zeros_like(per_metric), where=totals > 0)
+
+    def _drivers(self, Z: np.ndarray, keys: np.ndarray) -> list[list[tuple[str, float]]]:
+        shares = self._metric_shares(Z, keys)
+        top = np.argsort(-shares, axis=1, kind="stable")[:, :self.settings.explain_top]
+        return [[(self.metrics[j], float(round(shares[i, j], 4))) for j in row
+                 if shares[i, j] > 0] for i, row in enumerate(top)]
+
+    def _out_of_range(self, Z: np.ndarray) -> list[list[str]]:
+        capped = (self.scaler_.at_cap(Z).astype(np.float64) @ self._to_metric) > 0
+        names = np.array(self.metrics)
+        return [[m for m in names[row] if m != COUNT_COLUMN] for row in capped]

@@ -1,0 +1,119 @@
+"""Alert policy: anomalous windows of a key become incidents, and one incident one alert.
+
+A single anomalous window is often noise, and a real problem spans many windows. An incident
+opens after ``open_after`` consecutive anomalous windows of a key, stays open while windows
+are anomalous, and ends after ``close_after`` consecutive normal windows (the key has
+recovered). An open incident raises one alert when it opens and one update when it ends,
+never one per window. After an incident ends, a new one needs ``open_after`` anomalous
+windows again.
+
+`IncidentTracker` is the per-key state machine; its state is a small dict so the streaming
+job can keep it in Flink state. `incidents_of` runs it over a whole history offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class IncidentPolicy:
+    open_after: int = 2
+    close_after: int = 3
+
+    def __post_init__(self):
+        for name in ("open_after", "close_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of windows >= 1, got {value!r}.")
+
+
+@dataclass
+class Incident:
+    key: str
+    start: int            # window end time (ms) of the first anomalous window
+    opened_at: int        # window end time (ms) when it opened (alert time)
+    end: int | None = None  # window end time of the last anomalous window, once ended
+    peak_score: float = float("-inf")
+    peak_grade: float = 0.0
+    windows: int = 0
+    drivers: list = field(default_factory=list)  # drivers of the peak window
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "start": self.start, "opened_at": self.opened_at,
+                "end": self.end, "peak_score": self.peak_score, "peak_grade": self.peak_grade,
+                "windows": self.windows, "drivers": self.drivers}
+
+
+class IncidentTracker:
+    """The policy for one key, fed windows in time order.
+
+    >>> tracker = IncidentTracker("a", IncidentPolicy(open_after=2, close_after=2))
+    >>> [e and e[0] for e in (tracker.update(t, anomalous, 1.0, 0.6)
+    ...                       for t, anomalous in enumerate([1, 1, 1, 0, 0, 1]))]
+    [None, 'open', None, None, 'end', None]
+    """
+
+    def __init__(self, key: str, policy: IncidentPolicy):
+        self.key = key
+        self.policy = policy
+        self.run_start: int | None = None
+        self.anomalous_run = 0
+        self.normal_run = 0
+        self.pending: list = []  # (time, score, grade, drivers) of the run before opening
+        self.incident: Incident | None = None
+        self.last_anomalous: int | None = None
+
+    def update(self, time: int, anomalous: bool, score: float, grade: float,
+               drivers: list | None = None):
+        """Feed one window; returns ("open" | "end", Incident) when that happens, else None."""
+        if anomalous:
+            self.normal_run = 0
+            self.anomalous_run += 1
+            self.last_anomalous = time
+            if self.incident is not None:
+                self._peak(self.incident, score, grade, drivers)
+                self.incident.windows += 1
+                return None
+            if self.anomalous_run == 1:
+                self.run_start = time
+                self.pending = []
+            self.pending.append((score, grade, drivers))
+            if self.anomalous_run >= self.policy.open_after:
+                incident = Incident(self.key, start=self.run_start, opened_at=time)
+                for pending in self.pending:
+                    self._peak(incident, *pending)
+                incident.windows = len(self.pending)
+                self.incident, self.pending = incident, []
+                return "open", incident
+            return None
+        self.anomalous_run = 0
+        self.pending = []
+        if self.incident is None:
+            return None
+        self.normal_run += 1
+        if self.normal_run >= self.policy.close_after:
+            ended, self.incident = self.incident, None
+            ended.end = self.last_anomalous
+            self.normal_run = 0
+            return "end", ended
+        return None
+
+    @staticmethod
+    def _peak(incident: Incident, score: float, grade: float, drivers) -> None:
+        if score > incident.peak_score:
+            incident.peak_score, incident.peak_grade = float(score), float(grade)
+            incident.drivers = list(drivers or [])
+
+
+def incidents_of(key: str, windows: Iterable[tuple], policy: IncidentPolicy) -> list[Incident]:
+    """All incidents of one key's windows, given as (time, anomalous, score, grade[, drivers])
+    in time order; an incident still open at the end has ``end`` None."""
+    tracker = IncidentTracker(key, policy)
+    found = []
+    for window in windows:
+        event = tracker.update(*window)
+        if event and event[0] == "open":
+            found.append(event[1])
+    return found

@@ -1,0 +1,465 @@
+"""`streamad evaluate`: how well the configured detector works on labeled data.
+
+Input, per key, in one folder (the SMD layout; any data in this layout works):
+
+- ``<key>_train.csv[.gz]``: history taken as (mostly) normal, the schema's time and metric
+  fields (and, optionally, the key field);
+- ``<key>_test.csv[.gz]``: what follows it in time, with a ``label`` column (1 = anomalous);
+- optionally ``<key>_interpretation_label.txt``: lines ``start-end:m1,m2,...`` naming the
+  metrics behind each labeled segment (0-based test rows, end exclusive; 1-based metric
+  numbers in schema order), for the explanation hit rate.
+
+The detector is trained exactly as `streamad train` trains it (same windows, same features,
+same code) on the train files, then scores the test windows. Each test event takes the
+decision of the earliest-closing window that holds it: the moment the job could first have
+alerted on it. Every figure is computed per key and averaged over keys.
+
+Rows of the report:
+
+- the configured detector with its unsupervised threshold, and with the other unsupervised
+  threshold method, side by side;
+- the other scorers on the same window features;
+- baselines on raw events (no windows): IsolationForest and the windowed-Gaussian robust z;
+- random scores with a 99.5th-percentile threshold: the floor every figure must beat;
+- label-tuned figures, kept apart: the best-F1 threshold chosen on the first half of each
+  test file and applied to the second half, and the best-F1 ceiling on the whole test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.data import TIME_MS_COLUMN, load_events_csv
+from models.detector import Detector, DetectorSettings
+from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
+                               false_alarm_runs, hit_rate, point_adjusted,
+                               precision_recall_f1)
+from models.features import feature_names
+from models.incidents import incidents_of
+from models.train import features_for, windows_for
+from streamad.config import JobConfig
+
+log = logging.getLogger(__name__)
+LABEL_COLUMN = "label"
+PA_K_PERCENT = 20
+RANDOM_SEED = 0
+MS_PER_DAY = 86_400_000
+
+
+class EvaluationError(ValueError):
+    """The labeled data is missing or malformed; the message says what to provide."""
+
+
+@dataclass
+class KeyData:
+    key: str
+    train: pd.DataFrame
+    test: pd.DataFrame
+    interpretation: list[tuple[int, int, list[int]]]
+
+
+def find_keys(data_dir: Path) -> list[str]:
+    keys = sorted({p.name.split("_train.csv")[0] for p in data_dir.glob("*_train.csv*")})
+    if not keys:
+        raise EvaluationError(
+            f"no <key>_train.csv[.gz] files in {data_dir}; evaluate needs, per key, a train "
+            f"file and a labeled test file (see 'streamad evaluate --help').")
+    return keys
+
+
+def read_interpretation(path: Path, n_metrics: int) -> list[tuple[int, int, list[int]]]:
+    """Segments with their metrics, as 0-based metric indices."""
+    if not path.is_file():
+        return []
+    segments = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            span, metrics = line.split(":")
+            start, end = (int(v) for v in span.split("-"))
+            indices = [int(m) - 1 for m in metrics.split(",") if m.strip()]
+        except ValueError:
+            raise EvaluationError(f"{path}, line {number}: {line!r} is not "
+                                  f"'start-end:m1,m2,...' with whole numbers.") from None
+        if any(not 0 <= i < n_metrics for i in indices):
+            raise EvaluationError(f"{path}, line {number}: metric numbers must be 1..{n_metrics}.")
+        segments.append((start, end, indices))
+    return segments
+
+
+def load_key(data_dir: Path, key: str, config: JobConfig) -> KeyData:
+    schema = config.schema
+    test_paths = sorted(data_dir.glob(f"{key}_test.csv*"))
+    if not test_paths:
+        raise EvaluationError(f"{data_dir} has {key}_train.csv but no {key}_test.csv[.gz] "
+                              f"with a '{LABEL_COLUMN}' column next to it.")
+    train = load_events_csv(sorted(data_dir.glob(f"{key}_train.csv*")), schema)
+    test = load_events_csv(test_paths, schema, extra_columns=[LABEL_COLUMN])
+    for frame in (train, test):
+        frame[schema.key_field] = key
+    if train[TIME_MS_COLUMN].max() >= test[TIME_MS_COLUMN].min():
+        raise EvaluationError(f"{key}: the test file must follow the train file in time; its "
+                              f"first event is not after the train file's last one.")
+    interpretation = read_interpretation(data_dir / f"{key}_interpretation_label.txt",
+                                         len(schema.metric_fields))
+    return KeyData(key, train, test, interpretation)
+
+
+# ------------------------------------------------------------------ windows -> points
+def point_window_starts(times_ms: np.ndarray, size_ms: int, slide_ms: int) -> np.ndarray:
+    """Start of the earliest-closing window that holds each event.
+
+    >>> point_window_starts(np.array([0, 59_999, 60_000]), 600_000, 60_000).tolist()
+    [-540000, -540000, -480000]
+    """
+    return (times_ms // slide_ms) * slide_ms + slide_ms - size_ms
+
+
+def windowed_run(config: JobConfig, data: list[KeyData]):
+    """Train- and test-window features of all keys, computed as the job computes them."""
+    key_field = config.schema.key_field
+    events = pd.concat([pd.concat([d.train, d.test.drop(columns=LABEL_COLUMN)]) for d in data],
+                       ignore_index=True)
+    aggregates = windows_for(events, config)
+    features = features_for(aggregates, config)
+    boundary = {d.key: int(d.test[TIME_MS_COLUMN].min()) for d in data}
+    first_test = aggregates[key_field].map(boundary).to_numpy()
+    # A training window holds train events only; the test windows are all the others.
+    is_train = aggregates["window_end_ms"].to_numpy() <= first_test
+    return aggregates, features, is_train
+
+
+def points_of(data: list[KeyData], aggregates: pd.DataFrame, values: pd.DataFrame,
+              config: JobConfig) -> dict[str, pd.DataFrame]:
+    """Per key, the window values (score, decision...) taken by each test event."""
+    window = config.window
+    size_ms, slide_ms = window.size_s * 1000, window.effective_slide_s * 1000
+    key_field = config.schema.key_field
+    indexed = values.set_index([aggregates[key_field].to_numpy(),
+                                aggregates["window_start_ms"].to_numpy()])
+    result = {}
+    for d in data:
+        starts = point_window_starts(d.test[TIME_MS_COLUMN].to_numpy(np.int64), size_ms,
+                                     slide_ms)
+        index = pd.MultiIndex.from_arrays([np.full(len(starts), d.key), starts])
+        result[d.key] = indexed.reindex(index).reset_index(drop=True)
+    return result
+
+
+# ------------------------------------------------------------------ figures
+def figures(predicted: np.ndarray, labels: np.ndarray, days: float) -> dict:
+    point = precision_recall_f1(predicted, labels)
+    detection = detection_summary(predicted, labels)
+    return {
+        "precision": point["precision"], "recall": point["recall"], "f1": point["f1"],
+        "composite_f1": composite_f1(predicted, labels),
+        f"pa{PA_K_PERCENT}_f1": precision_recall_f1(
+            point_adjusted(predicted, labels, PA_K_PERCENT), labels)["f1"],
+        "pa_f1_inflated": precision_recall_f1(point_adjusted(predicted, labels), labels)["f1"],
+        "segments_detected": detection["detected"], "segments_missed": detection["missed"],
+        "median_delay_points": detection["median_delay_points"],
+        "false_alarm_runs_per_day": false_alarm_runs(predicted, labels) / days,
+    }
+
+
+def mean_figures(per_key: dict[str, dict]) -> dict:
+    keys = next(iter(per_key.values())).keys()
+    mean = {}
+    for name in keys:
+        values = [f[name] for f in per_key.values() if f[name] is not None]
+        if name.startswith("segments_"):
+            mean[name] = int(np.sum(values))
+        else:
+            mean[name] = float(np.mean(values)) if values else None
+    return mean
+
+
+# ------------------------------------------------------------------ the run
+@dataclass
+class Row:
+    name: str
+    threshold: str
+    per_key: dict
+    mean: dict
+    group: str = "unsupervised"
+
+
+def _settings(config: JobConfig, **changes) -> DetectorSettings:
+    return dataclasses.replace(config.model.detector_settings(), **changes)
+
+
+def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = True,
+             progress: bool = True, baselines: bool = True) -> dict:
+    from tqdm import tqdm
+
+    data_dir = Path(data_dir)
+    keys = find_keys(data_dir)
+    steps = tqdm(total=len(keys) + 9, desc="evaluate", unit="step", disable=not progress,
+                 file=sys.stderr)
+    data = []
+    for key in keys:
+        steps.set_postfix_str(f"reading {key}")
+        data.append(load_key(data_dir, key, config))
+        steps.update()
+    key_field = config.schema.key_field
+    metrics = list(config.schema.metric_fields)
+    names = feature_names(metrics, config.features.statistics, config.features.include_count)
+    labels = {d.key: d.test[LABEL_COLUMN].to_numpy(np.int64) for d in data}
+    days = {d.key: max(np.ptp(d.test[TIME_MS_COLUMN].to_numpy()) / MS_PER_DAY, 1e-9)
+            for d in data}
+
+    steps.set_postfix_str("window features")
+    aggregates, features, is_train = windowed_run(config, data)
+    train_keys = aggregates.loc[is_train, key_field].to_numpy()
+    steps.update()
+
+    rows: list[Row] = []
+    per_point_scores: dict[str, dict[str, pd.DataFrame]] = {}
+
+    def add_row(name, threshold_name, decisions: dict[str, np.ndarray], group="unsupervised"):
+        per_key = {k: figures(decisions[k], labels[k], days[k]) for k in decisions}
+        rows.append(Row(name, threshold_name, per_key, mean_figures(per_key), group))
+
+    def run_windowed(name: str, settings: DetectorSettings, explain: bool = False):
+        detector = Detector(names, settings).fit(features.loc[is_train, names], train_keys)
+        test = ~is_train
+        scored = detector.score(features.loc[test, names], aggregates.loc[test, key_field],
+                                explain=False)
+        if explain:
+            scored = scored.join(pd.DataFrame(
+                detector.metric_contributions(features.loc[test, names],
+                                              aggregates.loc[test, key_field]),
+                columns=detector.metrics, index=scored.index))
+        points = points_of(data, aggregates.loc[test], scored, config)
+        per_point_scores[name] = points
+        return detector, points
+
+    configured = config.model.detector_settings()
+    other_method = "pot" if configured.threshold_method == "quantile" else "quantile"
+    main_name = f"{configured.kind}, window features (configured)"
+    steps.set_postfix_str(f"{configured.kind} (configured)")
+    main_detector, main_points = run_windowed(main_name, configured, explain=True)
+    add_row(main_name, _threshold_name(configured),
+            {k: p["is_anomaly"].to_numpy(bool) for k, p in main_points.items()})
+    steps.update()
+
+    other = _settings(config, threshold_method=other_method)
+    other_detector = Detector(names, other).fit(features.loc[is_train, names], train_keys)
+    add_row(main_name, _threshold_name(other),
+            {k: p["score"].to_numpy() > _key_threshold(other_detector, k)
+             for k, p in main_points.items()})
+    steps.update()
+
+    for kind in ("iforest", "pca", "robust_z", "knn"):
+        steps.set_postfix_str(f"{kind}, window features")
+        if kind != configured.kind and baselines:
+            _, points = run_windowed(f"{kind}, window features", _settings(config, kind=kind))
+            add_row(f"{kind}, window features", _threshold_name(configured),
+                    {k: p["is_anomaly"].to_numpy(bool) for k, p in points.items()})
+        steps.update()
+
+    steps.set_postfix_str("raw-event baselines")
+    raw_names = [f"{m}__last" for m in metrics]
+    raw_train = pd.concat([d.train for d in data], ignore_index=True)
+    for kind in ("iforest", "robust_z") if baselines else ():
+        raw = _settings(config, kind=kind, baseline="per_key", threshold_method="quantile",
+                        target_alert_rate=0.005)
+        detector = Detector(raw_names, raw).fit(
+            raw_train[metrics].set_axis(raw_names, axis=1), raw_train[key_field])
+        decisions = {}
+        for d in data:
+            scored = detector.score(d.test[metrics].set_axis(raw_names, axis=1),
+                                    d.test[key_field], explain=False)
+            decisions[d.key] = scored["is_anomaly"].to_numpy(bool)
+        label = "IsolationForest" if kind == "iforest" else "robust z (windowed Gaussian)"
+        add_row(f"{label}, raw events (baseline)", "quantile 0.995 per key", decisions)
+    steps.update()
+
+    rng = np.random.default_rng(RANDOM_SEED)
+    random_decisions = {}
+    for d in data:
+        reference = rng.random(len(d.train))
+        random_decisions[d.key] = rng.random(len(d.test)) > np.quantile(reference, 0.995)
+    add_row("random scores (reference)", "quantile 0.995", random_decisions)
+    steps.update()
+
+    steps.set_postfix_str("label-tuned thresholds")
+    tuned, ceiling, untuned_half = {}, {}, {}
+    for key, p in main_points.items():
+        scores, lab = p["score"].to_numpy(), labels[key]
+        half = len(scores) // 2
+        threshold, _ = best_f1_threshold(scores[:half], lab[:half])
+        tuned[key] = figures(scores[half:] > threshold, lab[half:], days[key] / 2)
+        untuned_half[key] = figures(p["is_anomaly"].to_numpy(bool)[half:], lab[half:],
+                                    days[key] / 2)
+        _, best = best_f1_threshold(scores, lab)
+        ceiling[key] = {"f1": best}
+    rows.append(Row(main_name, "best F1 on the test's first half, scored on its second half",
+                    tuned, mean_figures(tuned), "label-tuned"))
+    rows.append(Row(main_name, f"{_threshold_name(configured)}, scored on the second half",
+                    untuned_half, mean_figures(untuned_half), "label-tuned"))
+    rows.append(Row(main_name, "best F1 on the whole test (ceiling)", ceiling,
+                    mean_figures(ceiling), "label-tuned"))
+    steps.update()
+
+    steps.set_postfix_str("explanations and incidents")
+    explanations = explanation_hit_rates(data, main_points, main_detector, metrics)
+    incidents = incident_summary(config, data, aggregates, main_detector, features, names,
+                                 is_train, labels, days)
+    steps.update()
+
+    report = {
+        "config": config.to_dict(),
+        "data": {"folder": str(data_dir.resolve()), "keys": keys,
+                 "test_events": {d.key: len(d.test) for d in data},
+                 "labeled_events": {k: int(v.sum()) for k, v in labels.items()}},
+        "mapping": "each test event takes the decision of the earliest-closing window that "
+                   "holds it",
+        "rows": [dataclasses.asdict(r) for r in rows],
+        "explanations": explanations,
+        "incidents": incidents,
+    }
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "evaluation.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (output_dir / "evaluation.md").write_text(markdown_report(report))
+    if plots:
+        steps.set_postfix_str("plots")
+        from streamad.evaluation_plots import plot_key
+        for d in data:
+            plot_key(output_dir / f"{d.key}.png", d, main_points[d.key], metrics,
+                     labels[d.key], main_detector)
+    steps.update()
+    steps.close()
+    return report
+
+
+def _threshold_name(settings: DetectorSettings) -> str:
+    if settings.threshold_method == "quantile":
+        return f"quantile {1 - settings.target_alert_rate:g} of train scores, per key"
+    return f"POT, risk {settings.pot_risk:g}, per key"
+
+
+def _key_threshold(detector: Detector, key: str) -> float:
+    return detector.thresholds_.get(key, detector.pooled_threshold_)
+
+
+def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) -> dict:
+    """HitRate@100% and @150% over the labeled events with an interpretation label."""
+    columns = [m for m in detector.metrics if m in metrics]
+    rng = np.random.default_rng(RANDOM_SEED)
+    result = {}
+    for d in data:
+        if not d.interpretation:
+            continue
+        rows, truth = [], []
+        for start, end, true_metrics in d.interpretation:
+            for position in range(start, min(end, len(d.test))):
+                rows.append(position)
+                truth.append([columns.index(metrics[i]) for i in true_metrics])
+        contributions = points[d.key].loc[rows, columns].to_numpy(dtype=np.float64)
+        contributions = np.nan_to_num(contributions)
+        random = rng.random(contributions.shape)
+        result[d.key] = {"events": len(rows),
+                         "hit_rate_100": hit_rate(contributions, truth, 100),
+                         "hit_rate_150": hit_rate(contributions, truth, 150),
+                         "random_hit_rate_150": hit_rate(random, truth, 150)}
+    if result:
+        result["mean"] = {name: float(np.mean([r[name] for r in result.values()]))
+                          for name in ("hit_rate_100", "hit_rate_150", "random_hit_rate_150")}
+    return result
+
+
+def incident_summary(config, data, aggregates, detector, features, names, is_train, labels,
+                     days) -> dict:
+    """Incidents the alert policy opens on the test windows, and how many match a label."""
+    key_field = config.schema.key_field
+    size_ms = config.window.size_s * 1000
+    test = ~is_train
+    scored = detector.score(features.loc[test, names], aggregates.loc[test, key_field],
+                            explain=False)
+    windows = aggregates.loc[test, [key_field, "window_end_ms"]].join(scored)
+    result = {}
+    for d in data:
+        own = windows[windows[key_field] == d.key].sort_values("window_end_ms")
+        found = incidents_of(d.key, zip(own.window_end_ms, own.is_anomaly, own.score,
+                                        own.grade), config.alerts.policy())
+        times = d.test[TIME_MS_COLUMN].to_numpy()
+        labeled_times = times[labels[d.key] == 1]
+        false = 0
+        for incident in found:
+            end = incident.end if incident.end is not None else times[-1]
+            covered = (labeled_times >= incident.start - size_ms) & (labeled_times < end)
+            false += not covered.any()
+        result[d.key] = {"incidents": len(found), "false_incidents": false,
+                         "false_alerts_per_day": false / days[d.key]}
+    result["mean"] = {"incidents": float(np.mean([r["incidents"] for r in result.values()])),
+                      "false_alerts_per_day": float(np.mean(
+                          [r["false_alerts_per_day"] for r in result.values()]))}
+    return result
+
+
+def _cell(value, digits=3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def markdown_report(report: dict) -> str:
+    lines = [f"# Evaluation on {len(report['data']['keys'])} keys of "
+             f"{report['data']['folder']}", "",
+             "Means over keys. Point-wise figures count every event once; "
+             f"PA%K uses K = {PA_K_PERCENT}. Plain point-adjusted F1 inflates: see the "
+             "random-score row.", "",
+             "| detector | threshold | point P | point R | point F1 | composite F1 | "
+             f"PA%{PA_K_PERCENT} F1 | PA F1 (inflated) | segments found / missed | "
+             "median delay (events) | false alarm runs / day |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        if row["group"] != "unsupervised":
+            continue
+        m = row["mean"]
+        lines.append(f"| {row['name']} | {row['threshold']} | {_cell(m['precision'])} | "
+                     f"{_cell(m['recall'])} | **{_cell(m['f1'])}** | {_cell(m['composite_f1'])} | "
+                     f"{_cell(m[f'pa{PA_K_PERCENT}_f1'])} | {_cell(m['pa_f1_inflated'])} | "
+                     f"{m['segments_detected']} / {m['segments_missed']} | "
+                     f"{_cell(m['median_delay_points'], 1)} | "
+                     f"{_cell(m['false_alarm_runs_per_day'], 2)} |")
+    lines += ["", "Label-tuned (uses the labels; never an unsupervised result):", "",
+              "| detector | threshold | point F1 |", "|---|---|---|"]
+    for row in report["rows"]:
+        if row["group"] == "label-tuned":
+            lines.append(f"| {row['name']} | {row['threshold']} | {_cell(row['mean']['f1'])} |")
+    main = report["rows"][0]
+    keys = report["data"]["keys"]
+    lines += ["", f"Per key, {main['name']} ({main['threshold']}):", "",
+              "| key | point P | point R | point F1 | composite F1 | "
+              f"PA%{PA_K_PERCENT} F1 | incidents | false incidents / day |",
+              "|---|---|---|---|---|---|---|---|"]
+    for key in keys:
+        f = main["per_key"][key]
+        inc = report["incidents"][key]
+        lines.append(f"| {key} | {_cell(f['precision'])} | {_cell(f['recall'])} | "
+                     f"{_cell(f['f1'])} | {_cell(f['composite_f1'])} | "
+                     f"{_cell(f[f'pa{PA_K_PERCENT}_f1'])} | {inc['incidents']} | "
+                     f"{_cell(inc['false_alerts_per_day'], 2)} |")
+    explanations = report["explanations"]
+    if explanations:
+        mean = explanations["mean"]
+        lines += ["", "Explanations, over the labeled events with an interpretation label: "
+                  f"HitRate@100% {_cell(mean['hit_rate_100'])}, "
+                  f"HitRate@150% {_cell(mean['hit_rate_150'])} "
+                  f"(a random ranking: {_cell(mean['random_hit_rate_150'])})."]
+    return "\n".join(lines) + "\n"
