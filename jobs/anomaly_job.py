@@ -18,13 +18,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script by `flink run -py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment  # noqa: E402
+from pyflink.common import Configuration  # noqa: E402
+from pyflink.datastream import StreamExecutionEnvironment  # noqa: E402
+from pyflink.table import StreamTableEnvironment, TableEnvironment  # noqa: E402
 from pyflink.table.udf import udf  # noqa: E402
 
 from jobs import sql  # noqa: E402
 from models.artifact import verify_artifact  # noqa: E402
 from models.features import aggregate_columns, feature_names  # noqa: E402
 from streamad.config import JobConfig, load_config  # noqa: E402
+from udfs.incident_alerts import IncidentAlerts, alert_type_info  # noqa: E402
 from udfs.influx_sink import WriteScoresToInflux  # noqa: E402
 from udfs.scoring import ParseEvents, ScoreWindows, parse_result_type, score_result_type  # noqa: E402
 
@@ -36,8 +39,8 @@ def job_features(config: JobConfig) -> list[str]:
                          config.features.include_count)
 
 
-def configure(t_env: TableEnvironment, config: JobConfig, connector_jar: str | None,
-              python_executable: str | None = None) -> None:
+def job_settings(config: JobConfig, connector_jar: str | None,
+                 python_executable: str | None = None) -> dict[str, str]:
     settings = {
         "pipeline.name": config.flink.job_name,
         "parallelism.default": str(config.flink.parallelism),
@@ -59,23 +62,45 @@ def configure(t_env: TableEnvironment, config: JobConfig, connector_jar: str | N
         settings["pipeline.jars"] = Path(connector_jar).resolve().as_uri()
     if python_executable:  # a cluster brings its own (python.executable in its config)
         settings["python.executable"] = python_executable
+    return settings
+
+
+def create_environment(config: JobConfig, connector_jar: str | None,
+                       python_executable: str | None = None
+                       ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    """A table environment over a stream environment (the alert policy is a DataStream step),
+    both with the job's settings."""
+    settings = job_settings(config, connector_jar, python_executable)
+    configuration = Configuration()
     for key, value in settings.items():
+        configuration.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(configuration)
+    t_env = StreamTableEnvironment.create(env)
+    configure(t_env, config, connector_jar, python_executable)
+    return env, t_env
+
+
+def configure(t_env: TableEnvironment, config: JobConfig, connector_jar: str | None,
+              python_executable: str | None = None) -> None:
+    for key, value in job_settings(config, connector_jar, python_executable).items():
         t_env.get_config().set(key, value)
 
 
-def build_job(t_env: TableEnvironment, config: JobConfig,
-              options: sql.RunOptions = sql.RunOptions()) -> StatementSet:
-    """Create the tables, views and UDFs of the job and return its three INSERTs."""
+def build_job(t_env: StreamTableEnvironment, config: JobConfig,
+              options: sql.RunOptions = sql.RunOptions()):
+    """Create the tables, views, UDFs and the alert policy; return the job's statement set."""
     schema = config.schema
     features = job_features(config)
     aggregates = aggregate_columns(schema.metric_fields)
+    explain_top = config.model.explain_top
 
     parse = udf(ParseEvents(schema.key_field, schema.time_field, schema.time_format,
                             schema.metric_fields),
                 result_type=parse_result_type(schema.metric_fields), func_type="pandas")
     score = udf(ScoreWindows(str(config.artifact_path), schema.metric_fields,
-                             config.features.statistics, config.features.include_count),
-                result_type=score_result_type(features), func_type="pandas")
+                             config.features.statistics, config.features.include_count,
+                             explain_top),
+                result_type=score_result_type(features, explain_top), func_type="pandas")
     influx = config.influxdb
     write = udf(WriteScoresToInflux(influx.url, influx.org, influx.bucket, influx.measurement,
                                     schema.key_field, features, influx.token_file,
@@ -86,7 +111,7 @@ def build_job(t_env: TableEnvironment, config: JobConfig,
     t_env.create_temporary_function(sql.WRITE_UDF, write)
 
     for statement in (sql.source_ddl(config, options), sql.dead_letter_ddl(config),
-                      sql.alerts_ddl(config, features), sql.influx_writes_ddl()):
+                      sql.alerts_ddl(config), sql.influx_writes_ddl()):
         t_env.execute_sql(statement)
     for name, query in (("checked", sql.checked_query(config)),
                         ("good_events", sql.good_events_query(config)),
@@ -94,10 +119,21 @@ def build_job(t_env: TableEnvironment, config: JobConfig,
                         ("scored", sql.scored_query(aggregates))):
         t_env.create_temporary_view(name, t_env.sql_query(query))
 
+    # The alert policy keeps per-key state across windows: a keyed process function.
+    policy = config.alerts
+    windows = t_env.to_data_stream(t_env.sql_query(sql.scored_windows_query(explain_top)))
+    incident_alerts = (windows
+                       .key_by(lambda row: row[0])
+                       .process(IncidentAlerts(policy.open_after_windows,
+                                               policy.close_after_windows, explain_top),
+                                output_type=alert_type_info(explain_top))
+                       .name("incident alert policy").uid("incident-alert-policy"))
+    t_env.create_temporary_view("incident_alerts", t_env.from_data_stream(incident_alerts))
+
     statements = t_env.create_statement_set()
     statements.add_insert_sql(sql.insert_dead_letters())
     statements.add_insert_sql(sql.insert_influx_writes(features))
-    statements.add_insert_sql(sql.insert_alerts(features))
+    statements.add_insert_sql(sql.insert_alerts(explain_top))
     return statements
 
 
@@ -123,18 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     metadata = verify_artifact(config.artifact_path, job_features(config))
     log.info("model %s from %s", metadata["model_version"], config.artifact_path)
 
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    configure(t_env, config, args.connector_jar, args.python)
+    env, t_env = create_environment(config, args.connector_jar, args.python)
     statements = build_job(t_env, config, sql.RunOptions(bounded=args.bounded))
     if args.explain:
         print(statements.explain())
         return 0
-    result = statements.execute()
-    job_client = result.get_job_client()
-    if job_client is not None:
-        print(f"submitted job {job_client.get_job_id()} ({config.flink.job_name})", flush=True)
+    # The SQL sinks and the DataStream alert policy run as one job.
+    statements.attach_as_datastream()
     if args.wait:
-        result.wait()
+        env.execute(config.flink.job_name)
+        return 0
+    job_client = env.execute_async(config.flink.job_name)
+    print(f"submitted job {job_client.get_job_id()} ({config.flink.job_name})", flush=True)
     return 0
 
 

@@ -9,9 +9,11 @@ The data's path:
       -> checked (parse_event UDF: reason, key, metrics; late events get a reason too)
          -> dead_letters (Kafka, exactly-once)             where reason IS NOT NULL
          -> window_aggregates (HOP/TUMBLE, per key)          where reason IS NULL
-            -> scored (score_windows UDF)
+            -> scored (score_windows UDF: score, grade, threshold, drivers)
                -> influx_writes (write_scores UDF -> blackhole)   every window
-               -> alerts (Kafka, exactly-once)                     anomalous windows
+               -> scored_windows -> IncidentAlerts (DataStream, keyed state, see
+                  udfs/incident_alerts.py) -> alerts (Kafka, exactly-once)
+                                                     an alert per incident open and end
 """
 
 from __future__ import annotations
@@ -139,16 +141,20 @@ def dead_letter_ddl(config: JobConfig) -> str:
 )"""
 
 
-def alerts_ddl(config: JobConfig, features: list[str]) -> str:
-    feature_row = ", ".join(f"{quote(f)} DOUBLE" for f in features)
+def alerts_ddl(config: JobConfig) -> str:
     return f"""CREATE TEMPORARY TABLE alerts (
+  `alert` STRING,
   `key` STRING,
-  window_start STRING,
-  window_end STRING,
-  score DOUBLE,
+  incident_start STRING,
+  incident_end STRING,
+  opened_at STRING,
+  peak_score DOUBLE,
+  peak_grade DOUBLE,
+  windows INT,
   threshold DOUBLE,
   model_version STRING,
-  features ROW<{feature_row}>
+  out_of_range STRING,
+  drivers ARRAY<ROW<metric STRING, share DOUBLE>>
 ) WITH (
   {_with({**_exactly_once_sink(config, config.kafka.alerts_topic,
                                config.flink.job_name + '-alerts'),
@@ -224,9 +230,21 @@ def good_events_query(config: JobConfig) -> str:
 
 
 def scored_query(aggregate_names: list[str]) -> str:
-    arguments = ", ".join(quote(a) for a in aggregate_names)
+    arguments = ", ".join(["event_key"] + [quote(a) for a in aggregate_names])
     return f"""SELECT event_key, window_start, window_end, {SCORE_UDF}({arguments}) AS s
 FROM window_aggregates"""
+
+
+_ISO_SECONDS = "'yyyy-MM-dd''T''HH:mm:ss''Z'''"
+
+
+def scored_windows_query(explain_top: int) -> str:
+    """What the incident policy sees of each window, in the order IncidentAlerts reads it."""
+    drivers = "".join(f", s.driver_{r}, s.driver_{r}_share" for r in range(1, explain_top + 1))
+    return f"""SELECT event_key, DATE_FORMAT(window_start, {_ISO_SECONDS}) AS window_start,
+  DATE_FORMAT(window_end, {_ISO_SECONDS}) AS window_end, s.score, s.grade, s.is_anomaly,
+  s.threshold, s.model_version, s.out_of_range{drivers}
+FROM scored"""
 
 
 def insert_dead_letters() -> str:
@@ -237,16 +255,16 @@ FROM checked WHERE reason IS NOT NULL"""
 
 
 def insert_influx_writes(features: list[str]) -> str:
-    values = ", ".join(["s.score", "s.is_anomaly", "s.threshold"]
+    values = ", ".join(["s.score", "s.grade", "s.is_anomaly", "s.threshold"]
                        + [f"s.{quote(f)}" for f in features])
     return f"""INSERT INTO influx_writes
 SELECT {WRITE_UDF}(event_key, window_end, s.model_version, {values}) FROM scored"""
 
 
-def insert_alerts(features: list[str]) -> str:
-    row = ", ".join(f"s.{quote(f)}" for f in features)
-    iso = "'yyyy-MM-dd''T''HH:mm:ss''Z'''"
+def insert_alerts(explain_top: int) -> str:
+    """From the view `incident_alerts` (the IncidentAlerts stream) into the alerts topic."""
+    drivers = ", ".join(f"ROW(driver_{r}, driver_{r}_share)" for r in range(1, explain_top + 1))
     return f"""INSERT INTO alerts
-SELECT event_key, DATE_FORMAT(window_start, {iso}), DATE_FORMAT(window_end, {iso}),
-       s.score, s.threshold, s.model_version, ROW({row})
-FROM scored WHERE s.is_anomaly"""
+SELECT `alert`, `key`, incident_start, incident_end, opened_at, peak_score, peak_grade,
+       windows, threshold, model_version, out_of_range, ARRAY[{drivers}]
+FROM incident_alerts"""

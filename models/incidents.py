@@ -32,13 +32,15 @@ class IncidentPolicy:
 @dataclass
 class Incident:
     key: str
-    start: int            # window end time (ms) of the first anomalous window
-    opened_at: int        # window end time (ms) when it opened (alert time)
-    end: int | None = None  # window end time of the last anomalous window, once ended
+    # Times are those of the windows fed in (epoch ms offline, ISO text in the job):
+    start: object              # window end time of the first anomalous window
+    opened_at: object          # window end time of the window that opened it (alert time)
+    end: object | None = None  # window end time of the last anomalous window, once ended
     peak_score: float = float("-inf")
     peak_grade: float = 0.0
     windows: int = 0
-    drivers: list = field(default_factory=list)  # drivers of the peak window
+    # What the peak window said about itself (its drivers, say), kept as given.
+    drivers: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"key": self.key, "start": self.start, "opened_at": self.opened_at,
@@ -99,6 +101,26 @@ class IncidentTracker:
             self.normal_run = 0
             return "end", ended
         return None
+
+    def state(self) -> dict:
+        """Everything the tracker remembers, as plain data (kept in Flink keyed state)."""
+        return {"run_start": self.run_start, "anomalous_run": self.anomalous_run,
+                "normal_run": self.normal_run, "pending": self.pending,
+                "incident": None if self.incident is None else self.incident.to_dict(),
+                "last_anomalous": self.last_anomalous}
+
+    @classmethod
+    def from_state(cls, key: str, policy: IncidentPolicy, state: dict | None
+                   ) -> "IncidentTracker":
+        tracker = cls(key, policy)
+        if state:
+            tracker.run_start = state["run_start"]
+            tracker.anomalous_run = state["anomalous_run"]
+            tracker.normal_run = state["normal_run"]
+            tracker.pending = list(state["pending"])
+            tracker.incident = None if state["incident"] is None else Incident(**state["incident"])
+            tracker.last_anomalous = state["last_anomalous"]
+        return tracker
 
     @staticmethod
     def _peak(incident: Incident, score: float, grade: float, drivers) -> None:

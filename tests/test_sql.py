@@ -54,15 +54,12 @@ def test_interval_literals_cover_long_windows():
 
 @pytest.mark.parametrize("kind, expected", [("tumbling", "TUMBLE("), ("hopping", "HOP(")])
 def test_job_plans_with_either_window_kind(kind, expected):
-    from pyflink.table import EnvironmentSettings, TableEnvironment
-
-    from jobs.anomaly_job import build_job, configure
+    from jobs.anomaly_job import build_job, create_environment
     from streamad.stack.flink import connector_jar
     config = config_from_dict({
         "schema": {"key_field": "k", "time_field": "ts", "metric_fields": ["x", "y"]},
         "window": {"kind": kind, "size_s": 600, "slide_s": 120}})
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    configure(t_env, config, str(connector_jar()))
+    _, t_env = create_environment(config, str(connector_jar()))
     plan = build_job(t_env, config).explain()
     assert expected in plan
     # Each Python UDF runs once per row, however many sinks read its result.

@@ -22,7 +22,7 @@ from pyflink.table.udf import FunctionContext, ScalarFunction
 
 log = logging.getLogger(__name__)
 
-SCORE_FIELDS = ("score", "is_anomaly", "threshold")
+SCORE_FIELDS = ("score", "grade", "is_anomaly", "threshold")
 
 
 def escape_tag(value: str) -> str:

@@ -40,27 +40,52 @@ class ParseEvents(ScalarFunction):
                                self.metric_fields, self.time_format)
 
 
-def score_result_type(features: Sequence[str]):
+def driver_columns(explain_top: int) -> list[tuple[str, str]]:
+    """(metric column, share column) names of the top drivers, most important first."""
+    return [(f"driver_{i}", f"driver_{i}_share") for i in range(1, explain_top + 1)]
+
+
+def score_result_type(features: Sequence[str], explain_top: int):
+    drivers = []
+    for metric, share in driver_columns(explain_top):
+        drivers += [DataTypes.FIELD(metric, DataTypes.STRING()),
+                    DataTypes.FIELD(share, DataTypes.DOUBLE())]
     return DataTypes.ROW([DataTypes.FIELD("score", DataTypes.DOUBLE()),
+                          DataTypes.FIELD("grade", DataTypes.DOUBLE()),
                           DataTypes.FIELD("is_anomaly", DataTypes.BOOLEAN()),
                           DataTypes.FIELD("threshold", DataTypes.DOUBLE()),
-                          DataTypes.FIELD("model_version", DataTypes.STRING())]
+                          DataTypes.FIELD("model_version", DataTypes.STRING()),
+                          DataTypes.FIELD("out_of_range", DataTypes.STRING())]
+                         + drivers
                          + [DataTypes.FIELD(f, DataTypes.DOUBLE()) for f in features])
 
 
-class ScoreWindows(ScalarFunction):
-    """Window aggregates -> ROW(score, is_anomaly, threshold, model_version, features...).
+def flatten_scores(scored: pd.DataFrame, explain_top: int) -> pd.DataFrame:
+    """The detector's drivers and out-of-range lists as the flat columns Flink rows carry."""
+    flat = scored[["score", "grade", "is_anomaly", "threshold"]].copy()
+    flat["out_of_range"] = [",".join(metrics) for metrics in scored["out_of_range"]]
+    for rank, (metric, share) in enumerate(driver_columns(explain_top)):
+        flat[metric] = [d[rank][0] if len(d) > rank else None for d in scored["drivers"]]
+        flat[share] = [d[rank][1] if len(d) > rank else np.nan for d in scored["drivers"]]
+    return flat
 
-    The score is higher for more anomalous windows; is_anomaly is score > threshold, the
-    threshold stored in the model artifact.
+
+class ScoreWindows(ScalarFunction):
+    """(key, window aggregates) -> ROW(score, grade, is_anomaly, threshold, model_version,
+    out_of_range, drivers, features...).
+
+    The artifact's `models.detector.Detector` does all the work: the key's own baseline, the
+    score (higher = more anomalous), the grade in [0, 1], the key's threshold and the metrics
+    that drove the score.
     """
 
     def __init__(self, artifact_dir: str, metric_fields: Sequence[str],
-                 statistics: Sequence[str], include_count: bool):
+                 statistics: Sequence[str], include_count: bool, explain_top: int):
         self.artifact_dir = artifact_dir
         self.metric_fields = list(metric_fields)
         self.statistics = list(statistics)
         self.include_count = include_count
+        self.explain_top = explain_top
         self._artifact: ModelArtifact | None = None
 
     def open(self, function_context: FunctionContext) -> None:
@@ -69,18 +94,13 @@ class ScoreWindows(ScalarFunction):
             expected_features=feature_names(self.metric_fields, self.statistics,
                                             self.include_count))
 
-    def eval(self, *aggregate_series: pd.Series) -> pd.DataFrame:
+    def eval(self, keys: pd.Series, *aggregate_series: pd.Series) -> pd.DataFrame:
         aggregates = pd.concat(aggregate_series, axis=1, keys=aggregate_columns(self.metric_fields))
         features = features_from_aggregates(aggregates, self.metric_fields, self.statistics,
                                             self.include_count)
-        artifact = self._artifact
-        scores = artifact.scorer.score_samples(features.to_numpy())
-        result = pd.DataFrame({
-            "score": scores,
-            "is_anomaly": scores > artifact.threshold,
-            "threshold": np.full(len(scores), artifact.threshold),
-            "model_version": artifact.model_version,
-        }, index=features.index)
+        scored = self._artifact.scorer.score(features, keys.to_numpy())
+        result = flatten_scores(scored, self.explain_top)
+        result.insert(4, "model_version", self._artifact.model_version)
         return pd.concat([result, features], axis=1)
 
     def __getstate__(self):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 
 from models.artifact import load_artifact
 from models.data import TIME_MS_COLUMN
+from models.incidents import IncidentTracker
 from models.train import features_for, windows_for
 from streamad.alerts import read_topic
 from streamad.config import JobConfig
@@ -18,15 +20,59 @@ from streamad.stack import influxdb
 
 
 def expected_windows(config: JobConfig, events: pd.DataFrame) -> pd.DataFrame:
-    """Key, window bounds, features, score and decision of every window, in plain Python."""
+    """Key, window bounds, features, score, grade, decision and drivers of every window,
+    computed offline by the scoring core."""
     artifact = load_artifact(config.artifact_path)
     aggregates = windows_for(events, config)
     features = features_for(aggregates, config)
-    scores = artifact.scorer.score_samples(features[artifact.feature_names].to_numpy())
+    scored = artifact.scorer.score(features[artifact.feature_names],
+                                   aggregates[config.schema.key_field])
     frame = aggregates[[config.schema.key_field, "window_start_ms", "window_end_ms"]].copy()
-    frame["score"] = scores
-    frame["is_anomaly"] = scores > artifact.threshold
-    return pd.concat([frame, features], axis=1).rename(columns={config.schema.key_field: "key"})
+    frame = pd.concat([frame, scored, features], axis=1)
+    return frame.rename(columns={config.schema.key_field: "key"})
+
+
+def expected_alerts(config: JobConfig, windows: pd.DataFrame) -> list[dict]:
+    """The alerts the incident policy gives on `expected_windows`, offline."""
+    alerts = []
+    for key, own in windows.sort_values("window_end_ms").groupby("key"):
+        tracker = IncidentTracker(key, config.alerts.policy())
+        for row in own.itertuples():
+            event = tracker.update((iso(row.window_start_ms), iso(row.window_end_ms)),
+                                   row.is_anomaly, row.score, row.grade,
+                                   [row.drivers, row.out_of_range])
+            if event:
+                kind, incident = event
+                alerts.append({
+                    "alert": kind, "key": key, "incident_start": incident.start[0],
+                    "incident_end": None if incident.end is None else incident.end[1],
+                    "opened_at": incident.opened_at[1], "peak_score": incident.peak_score,
+                    "peak_grade": incident.peak_grade, "windows": incident.windows,
+                    "drivers": [{"metric": m, "share": s} for m, s in incident.drivers[0]],
+                    "out_of_range": ",".join(incident.drivers[1])})
+    return alerts
+
+
+def alert_identity(alert: dict) -> tuple:
+    return alert["alert"], alert["key"], alert["incident_start"], alert["opened_at"]
+
+
+def assert_alerts_match(alerts: list[dict], expected: list[dict]) -> None:
+    """Each expected alert exactly once, with the peak, grade and drivers computed offline."""
+    assert Counter(map(alert_identity, alerts)) == Counter(map(alert_identity, expected))
+    by_identity = {alert_identity(a): a for a in expected}
+    for alert in alerts:
+        want = by_identity[alert_identity(alert)]
+        assert alert["incident_end"] == want["incident_end"]
+        assert alert["windows"] == want["windows"]
+        assert np.isclose(alert["peak_score"], want["peak_score"], rtol=1e-9)
+        assert np.isclose(alert["peak_grade"], want["peak_grade"], rtol=1e-9)
+        assert alert["peak_score"] > alert["threshold"]
+        assert alert["out_of_range"] == want["out_of_range"]
+        got_drivers = [d for d in alert["drivers"] if d["metric"] is not None]
+        assert [d["metric"] for d in got_drivers] == [d["metric"] for d in want["drivers"]]
+        np.testing.assert_allclose([d["share"] for d in got_drivers],
+                                   [d["share"] for d in want["drivers"]], rtol=1e-6)
 
 
 def influx_points(config: JobConfig) -> pd.DataFrame:
@@ -83,13 +129,11 @@ def assert_points_match(points: pd.DataFrame, expected: pd.DataFrame, key_field:
     np.testing.assert_allclose(merged["score_job"].astype(float), merged["score"], rtol=1e-9,
                                atol=1e-12, err_msg="scores differ")
     assert (merged["is_anomaly_job"].astype(bool) == merged["is_anomaly"]).all()
+    np.testing.assert_allclose(merged["grade_job"].astype(float), merged["grade"], rtol=1e-9,
+                               atol=1e-12, err_msg="grades differ")
     for column in [c for c in expected.columns if "__" in c or c == "event_count"]:
         np.testing.assert_allclose(merged[f"{column}_job"].astype(float), merged[column],
                                    rtol=1e-9, atol=1e-12, err_msg=column)
-
-
-def alerts_key(alert: dict) -> tuple:
-    return alert["key"], alert["window_end"]
 
 
 def iso(ms: int) -> str:

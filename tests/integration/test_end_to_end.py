@@ -17,8 +17,8 @@ from streamad import jobs_client
 from streamad.events import validate_event
 from streamad.replay import encoded, ordered_events
 
-from .helpers import (alerts_key, assert_points_match, expected_windows, influx_points, iso,
-                      produce, read_json_topic)
+from .helpers import (assert_alerts_match, assert_points_match, expected_alerts,
+                      expected_windows, influx_points, produce, read_json_topic)
 
 BAD_EVENTS = [
     b"this is not json",
@@ -50,24 +50,19 @@ def test_job_output_equals_offline_scoring_and_bad_events_are_dead_lettered(
     expected = expected_windows(config, load_events_csv(smd_slices["test"], config.schema))
     assert expected["is_anomaly"].sum() > 0, "test data should hold some anomalous windows"
 
-    # 1. every window's score and features in InfluxDB, and nothing else
+    # 1. every window's score, grade and features in InfluxDB, and nothing else
     points = influx_points(config)
     assert len(points) == len(expected)
     assert_points_match(points, expected, config.schema.key_field)
 
-    # 2. one alert per anomalous window, with the same score, read with read_committed
+    # 2. one alert per incident opened and one per incident ended, as the policy gives
+    #    offline, read with read_committed
     alerts = read_json_topic(config, config.kafka.alerts_topic)
-    anomalous = expected[expected["is_anomaly"]]
-    assert Counter(map(alerts_key, alerts)) == Counter(
-        (row.key, iso(row.window_end_ms)) for row in anomalous.itertuples())
-    by_window = {(row.key, iso(row.window_end_ms)): row for row in anomalous.itertuples()}
-    for alert in alerts:
-        row = by_window[alerts_key(alert)]
-        assert alert["window_start"] == iso(row.window_start_ms)
-        assert np.isclose(alert["score"], row.score, rtol=1e-9)
-        assert alert["score"] > alert["threshold"]
-        assert np.isclose(alert["features"]["m00__mean"], row.m00__mean, rtol=1e-9)
-        assert alert["model_version"].startswith("iforest-")
+    want = expected_alerts(config, expected)
+    assert {a["alert"] for a in want} == {"open", "end"}, "the slices should open and end incidents"
+    assert len(want) < expected["is_anomaly"].sum(), "incidents should group anomalous windows"
+    assert_alerts_match(alerts, want)
+    assert all(a["model_version"].startswith("iforest-") for a in alerts)
 
     # 3. each bad event once in the dead-letter topic, with the reason the core gives it
     dead = read_json_topic(config, config.kafka.dead_letter_topic)

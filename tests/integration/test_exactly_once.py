@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections import Counter
 
 from streamad import jobs_client
 from streamad.replay import encoded, ordered_events
 from streamad.stack import flink, process
 
-from .helpers import (alerts_key, assert_points_match, expected_windows, influx_count,
+from .helpers import (assert_alerts_match, assert_points_match, expected_alerts,
+                      expected_windows, influx_count,
                       influx_points, iso, produce, read_json_topic, wait_for)
 
 
@@ -33,8 +33,8 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
     messages = [(key, value) for key, value, _ in encoded(events, config)]
     half = len(messages) // 2
     expected = expected_windows(config, events)
-    anomalous = expected[expected["is_anomaly"]]
-    assert len(anomalous) > 0, "test data should hold some anomalous windows"
+    want = expected_alerts(config, expected)
+    assert want, "test data should open some incidents"
 
     job_id = jobs_client.submit(config, config_path)
     try:
@@ -62,7 +62,7 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
         wait_for(lambda: influx_count(config) >= len(expected), 300,
                  f"{len(expected)} window scores in InfluxDB")
         wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
-                 >= len(anomalous), 120, f"{len(anomalous)} committed alerts")
+                 >= len(want), 120, f"{len(want)} committed alerts")
         # Two more checkpoints: any duplicate a faulty sink would commit shows up by then.
         settled = _checkpoints_completed(config, job_id)
         wait_for(lambda: _checkpoints_completed(config, job_id) >= settled + 2, 60,
@@ -73,9 +73,7 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
         assert flink.rest(config.flink.rest_url, f"/jobs/{job_id}")["state"] == "RUNNING"
         assert 0 < written_before_crash < len(expected), "the crash should be mid-stream"
 
-        alerts = read_json_topic(config, config.kafka.alerts_topic)
-        assert Counter(map(alerts_key, alerts)) == Counter(
-            (row.key, iso(row.window_end_ms)) for row in anomalous.itertuples())
+        assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
 
         points = influx_points(config)
         assert len(points) == len(expected)
