@@ -51,10 +51,10 @@ def point_adjusted(predicted, labels, k_percent: float = 0.0) -> np.ndarray:
     """Predictions with each labeled segment filled in when more than K% of it is flagged
     (any point at all for K = 0).
 
-    >>> point_adjusted([0, 1, 0, 0, 0], [0, 1, 1, 1, 1], k_percent=20).tolist()
-    [False, False, False, False, False]
-    >>> point_adjusted([0, 1, 1, 0, 0], [0, 1, 1, 1, 1], k_percent=20).tolist()
-    [False, True, True, True, True]
+    >>> point_adjusted([0, 1, 0, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1, 1], k_percent=20).tolist()
+    [False, True, False, False, False, False, False]
+    >>> point_adjusted([0, 1, 1, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1, 1], k_percent=20).tolist()
+    [False, True, True, True, True, True, True]
     """
     adjusted = np.asarray(predicted, dtype=bool).copy()
     for start, end in segments(labels):

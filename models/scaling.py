@@ -24,9 +24,9 @@ import numpy as np
 class KeyedScaler:
     """Per-key standardisation with a scale floor and a cap.
 
-    >>> X = np.array([[10.0], [12.0], [100.0], [120.0]])
-    >>> scaler = KeyedScaler(cap=5.0).fit(X, ["a", "a", "b", "b"])
-    >>> scaler.transform(np.array([[12.0], [120.0]]), ["a", "b"]).ravel().tolist()
+    >>> X = np.array([[10.0], [14.0], [100.0], [120.0]])
+    >>> scaler = KeyedScaler(cap=5.0, min_key_rows=2).fit(X, ["a", "a", "b", "b"])
+    >>> scaler.transform(np.array([[14.0], [120.0]]), ["a", "b"]).ravel().tolist()
     [1.0, 1.0]
     """
 

@@ -80,15 +80,23 @@ def read_topic(bootstrap_servers: str, topic: str, from_beginning: bool = True,
 
 
 def format_alert(value: bytes) -> str:
-    """One line per alert for people.
+    """One line per alert (an incident opening or ending) for people.
 
-    >>> format_alert(b'{"key": "m1", "window_start": "2024-01-01T00:00:00Z", '
-    ...              b'"window_end": "2024-01-01T00:10:00Z", "score": 0.61, "threshold": 0.57, '
-    ...              b'"model_version": "iforest-1"}')
-    'ALERT m1  2024-01-01T00:00:00Z .. 2024-01-01T00:10:00Z  score 0.610 > threshold 0.570  (iforest-1)'
+    >>> format_alert(b'{"alert": "open", "key": "m1", "incident_start": "2024-01-01T00:00:00Z",'
+    ...     b' "incident_end": null, "opened_at": "2024-01-01T00:15:00Z", "peak_score": 9.5,'
+    ...     b' "peak_grade": 0.71, "windows": 2, "threshold": 4.2, "model_version": "pca-1",'
+    ...     b' "out_of_range": "m06", "drivers": [{"metric": "m06", "share": 0.62},'
+    ...     b' {"metric": "m01", "share": 0.2}, {"metric": null, "share": null}]}')
+    'OPEN  m1  since 2024-01-01T00:00:00Z  grade 0.71 (score 9.50 > 4.20)  drivers m06 62%, m01 20%  out of range: m06  (pca-1)'
     """
     alert = json.loads(value)
-    return (f"ALERT {alert['key']}  {alert['window_start']} .. {alert['window_end']}  "
-            f"score {alert['score']:.3f} > threshold {alert['threshold']:.3f}  "
-            f"({alert['model_version']})")
+    drivers = ", ".join(f"{d['metric']} {d['share']:.0%}" for d in alert.get("drivers") or []
+                        if d.get("metric"))
+    span = (f"since {alert['incident_start']}" if alert["alert"] == "open" else
+            f"{alert['incident_start']} .. {alert['incident_end']}, {alert['windows']} windows")
+    line = (f"{alert['alert'].upper():5} {alert['key']}  {span}  grade {alert['peak_grade']:.2f} "
+            f"(score {alert['peak_score']:.2f} > {alert['threshold']:.2f})  drivers {drivers}")
+    if alert.get("out_of_range"):
+        line += f"  out of range: {alert['out_of_range']}"
+    return line + f"  ({alert['model_version']})"
 

@@ -10,11 +10,21 @@ from sklearn.exceptions import NotFittedError
 from models.artifact import (ArtifactError, load_artifact, save_artifact, sha256_of,
                              verify_artifact)
 from models.features import aggregate_columns, window_aggregates
-from models.scorers import IsolationForestScorer
-from models.threshold import threshold_for_alert_rate
+from models.detector import Detector, DetectorSettings
+from models.scorers import (SCORERS as SCORER_KINDS, IsolationForestScorer, KNNScorer,
+                            PCAScorer, RobustZScorer, make_scorer)
+from models.threshold import TailCalibrator, threshold_for_alert_rate
 from udfs.scoring import ScoreWindows
 
-SCORERS = [IsolationForestScorer(n_estimators=50, random_state=0)]
+# Every scorer the configuration can name goes through the same contract checks.
+SCORERS = [IsolationForestScorer(n_estimators=50, random_state=0), PCAScorer(variance=0.9),
+           RobustZScorer(), KNNScorer(random_state=0)]
+
+
+def test_every_configurable_scorer_is_under_contract():
+    assert {type(s) for s in SCORERS} == set(SCORER_KINDS.values())
+    for kind, cls in SCORER_KINDS.items():
+        assert isinstance(make_scorer(kind), cls)
 
 
 @pytest.fixture
@@ -52,6 +62,26 @@ class TestScorerContract:
     def test_scores_are_deterministic(self, scorer, normal_data):
         first = scorer.fit(normal_data).score_samples(normal_data)
         assert np.array_equal(first, scorer.score_samples(normal_data))
+
+    def test_contributions_are_non_negative_and_point_at_the_odd_feature(self, scorer,
+                                                                          normal_data):
+        # Two hidden factors behind four features: structure a PCA can find.
+        rng = np.random.default_rng(8)
+        data = rng.normal(size=(400, 2)) @ rng.normal(size=(2, 4)) + rng.normal(
+            scale=0.1, size=(400, 4))
+        scorer.fit(data)
+        rows = data[:10].copy()
+        rows[:, 2] += 12.0 * data[:, 2].std()
+        contributions = scorer.feature_contributions(rows)
+        assert contributions.shape == rows.shape
+        assert (contributions >= 0).all()
+        assert (contributions.argmax(axis=1) == 2).all()
+
+    def test_survives_a_pickle_round_trip(self, scorer, normal_data):
+        import pickle
+        scorer.fit(normal_data)
+        copy = pickle.loads(pickle.dumps(scorer))
+        assert np.array_equal(copy.score_samples(normal_data), scorer.score_samples(normal_data))
 
 
 def test_threshold_gives_the_target_alert_rate(normal_data):
@@ -111,22 +141,85 @@ def test_missing_artifact_says_how_to_make_one(tmp_path):
 def test_score_udf_matches_offline_scoring_without_flink(tmp_path):
     """The pandas UDF's eval is plain Python: feed it aggregates, compare with the core."""
     metrics = ["x", "y"]
-    stats = ["mean", "std", "min", "max", "last"]
+    stats = ["mean", "std", "range", "last", "delta"]
     rng = np.random.default_rng(3)
-    events = pd.DataFrame({"k": rng.choice(["a", "b"], 500), "t": np.arange(500) * 60_000,
-                           "x": rng.normal(size=500), "y": rng.uniform(size=500)})
+    events = pd.DataFrame({"k": rng.choice(["a", "b"], 3000), "t": np.arange(3000) * 60_000,
+                           "x": rng.normal(size=3000), "y": rng.uniform(size=3000)})
     aggregates = window_aggregates(events, "k", "t", metrics, 600_000, 300_000)
     from models.features import features_from_aggregates, feature_names
     features = features_from_aggregates(aggregates, metrics, stats)
-    scorer = IsolationForestScorer(n_estimators=30, random_state=0).fit(features.to_numpy())
-    save_artifact(tmp_path / "m", scorer, {"model_kind": "iforest", "threshold": 0.55,
-                                           "feature_names": feature_names(metrics, stats)})
-    udf = ScoreWindows(str(tmp_path / "m"), metrics, stats, include_count=True)
+    detector = Detector(feature_names(metrics, stats), DetectorSettings(kind="pca")).fit(
+        features, aggregates["k"])
+    save_artifact(tmp_path / "m", detector, {"model_kind": "pca", "threshold": 0.0,
+                                             "feature_names": feature_names(metrics, stats)})
+    udf = ScoreWindows(str(tmp_path / "m"), metrics, stats, include_count=True, explain_top=2)
     udf.open(None)
-    result = udf.eval(*[aggregates[c] for c in aggregate_columns(metrics)])
-    expected = scorer.score_samples(features.to_numpy())
-    np.testing.assert_allclose(result["score"].to_numpy(), expected, rtol=0, atol=0)
-    assert (result["is_anomaly"] == (expected > 0.55)).all()
+    result = udf.eval(aggregates["k"], *[aggregates[c] for c in aggregate_columns(metrics)])
+    expected = detector.score(features, aggregates["k"])
+    np.testing.assert_allclose(result["score"].to_numpy(), expected["score"], rtol=0, atol=0)
+    assert (result["is_anomaly"] == expected["is_anomaly"]).all()
+    assert (result["grade"].between(0, 1)).all()
+    assert result["driver_1"].tolist() == [d[0][0] for d in expected["drivers"]]
     assert set(result["model_version"]) == {udf._artifact.model_version}
     # What the UDF pickles into the job holds no model, only the path.
     assert udf.__getstate__()["_artifact"] is None
+
+
+def _keyed(rng, n=1500):
+    """Two keys on very different levels: "busy" runs at 100 +- 10, "idle" at 1 +- 0.1."""
+    busy = rng.normal(100, 10, size=(n, 3))
+    idle = rng.normal(1, 0.1, size=(n, 3))
+    names = ["cpu__mean", "mem__mean", "disk__mean"]
+    return (pd.DataFrame(np.vstack([busy, idle]), columns=names),
+            np.array(["busy"] * n + ["idle"] * n), names)
+
+
+@pytest.mark.parametrize("baseline", ["pooled", "per_key"])
+def test_each_key_is_judged_against_its_own_normal(baseline):
+    features, keys, names = _keyed(np.random.default_rng(4))
+    detector = Detector(names, DetectorSettings(kind="pca", baseline=baseline)).fit(features,
+                                                                                    keys)
+    # A busy machine being busy is normal; an idle machine at the busy level is not.
+    probe = pd.DataFrame([[100.0, 100.0, 100.0], [100.0, 100.0, 100.0]], columns=names)
+    result = detector.score(probe, ["busy", "idle"])
+    assert result["is_anomaly"].tolist() == [False, True]
+    assert result["grade"][1] == 1.0
+    # Per key, about target_alert_rate of normal windows alert.
+    rate = detector.score(features, keys)["is_anomaly"].mean()
+    assert rate == pytest.approx(0.01, abs=0.006)
+
+
+def test_one_drifting_metric_is_capped_and_named():
+    features, keys, names = _keyed(np.random.default_rng(5))
+    detector = Detector(names, DetectorSettings(kind="robust_z", cap=5.0)).fit(features, keys)
+    far, farther = features.iloc[:1].copy(), features.iloc[:1].copy()
+    far["disk__mean"] += 1_000.0
+    farther["disk__mean"] += 1_000_000.0
+    scored = detector.score(pd.concat([far, farther]), ["busy", "busy"])
+    # However far the metric drifts, it adds the same bounded amount...
+    assert scored["score"].iloc[0] == pytest.approx(scored["score"].iloc[1])
+    # ...and the window says which metric left its training range, and that it drove it.
+    assert scored["out_of_range"].iloc[0] == ["disk"]
+    assert scored["drivers"].iloc[0][0][0] == "disk"
+
+
+def test_unseen_key_is_scored_against_the_pooled_baseline():
+    features, keys, names = _keyed(np.random.default_rng(6))
+    detector = Detector(names, DetectorSettings(kind="iforest", n_estimators=30)).fit(features,
+                                                                                      keys)
+    result = detector.score(features.iloc[:5], ["new-key"] * 5)
+    assert np.isfinite(result["score"]).all() and result["grade"].between(0, 1).all()
+
+
+def test_grade_is_the_tail_probability_on_a_log_scale():
+    calibrator = TailCalibrator().fit(np.random.default_rng(7).exponential(size=200_000))
+    # Exponential tail: P(X >= s) = exp(-s); grade = -log10(p) / 6.
+    for score in (1.0, np.log(1000), np.log(1e6)):
+        expected = min(score / np.log(10) / 6, 1.0)
+        assert calibrator.grade(np.array([score]))[0] == pytest.approx(expected, abs=0.02)
+    # POT extrapolates beyond the training maximum.
+    threshold = calibrator.threshold("pot", pot_risk=1e-7)
+    assert threshold == pytest.approx(np.log(1e7), rel=0.05)
+    assert threshold > calibrator.max_train_score_
+    assert calibrator.threshold("quantile", target_alert_rate=0.01) == pytest.approx(
+        np.log(100), rel=0.02)

@@ -62,7 +62,7 @@ def test_job_output_equals_offline_scoring_and_bad_events_are_dead_lettered(
     assert {a["alert"] for a in want} == {"open", "end"}, "the slices should open and end incidents"
     assert len(want) < expected["is_anomaly"].sum(), "incidents should group anomalous windows"
     assert_alerts_match(alerts, want)
-    assert all(a["model_version"].startswith("iforest-") for a in alerts)
+    assert all(a["model_version"].startswith(config.model.kind + "-") for a in alerts)
 
     # 3. each bad event once in the dead-letter topic, with the reason the core gives it
     dead = read_json_topic(config, config.kafka.dead_letter_topic)

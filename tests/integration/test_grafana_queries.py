@@ -38,7 +38,7 @@ def _write_scores(config, measurement: str) -> int:
         for machine in MACHINES:
             score = pd.Series(np.linspace(0.4, 0.7, n))
             written = writer.eval(pd.Series([machine] * n), ends, pd.Series(["iforest-test"] * n),
-                                  score, score > 0.6, pd.Series([0.6] * n),
+                                  score, score, score > 0.6, pd.Series([0.6] * n),
                                   pd.Series([10.0] * n), pd.Series(np.arange(n) / 10))
             assert written.sum() == n
     finally:

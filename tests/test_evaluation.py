@@ -1,0 +1,97 @@
+"""Evaluation measures, and `streamad evaluate` on real SMD data."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
+                               hit_rate, point_adjusted, precision_recall_f1)
+
+SMD = Path(__file__).resolve().parents[2] / "shared" / "data" / "smd"
+
+
+def test_point_adjustment_inflates_random_flags_and_pa_k_does_not():
+    rng = np.random.default_rng(0)
+    labels = np.zeros(20_000, dtype=int)
+    for start in range(1000, 20_000, 2000):
+        labels[start:start + 300] = 1
+    flags = rng.random(20_000) > 0.995
+    plain = precision_recall_f1(flags, labels)["f1"]
+    adjusted = precision_recall_f1(point_adjusted(flags, labels), labels)["f1"]
+    pa20 = precision_recall_f1(point_adjusted(flags, labels, 20), labels)["f1"]
+    assert plain < 0.05 and adjusted > 0.5 and pa20 < 0.05
+
+
+def test_detection_summary_and_composite_f1():
+    labels = [0, 1, 1, 1, 0, 0, 1, 1, 0]
+    flags = [0, 0, 0, 1, 0, 0, 0, 0, 1]
+    summary = detection_summary(flags, labels)
+    assert (summary["detected"], summary["missed"], summary["median_delay_points"]) == (1, 1, 2)
+    # point precision 1/2, segment recall 1/2
+    assert composite_f1(flags, labels) == pytest.approx(0.5)
+
+
+def test_best_f1_threshold_is_a_ceiling_over_all_thresholds():
+    rng = np.random.default_rng(1)
+    labels = (rng.random(500) > 0.9).astype(int)
+    scores = labels + rng.normal(scale=0.7, size=500)
+    threshold, best = best_f1_threshold(scores, labels)
+    assert precision_recall_f1(scores >= threshold, labels)["f1"] == pytest.approx(best)
+    for t in np.quantile(scores, np.linspace(0.5, 0.99, 20)):
+        assert precision_recall_f1(scores >= t, labels)["f1"] <= best + 1e-12
+
+
+def test_hit_rate_counts_true_metrics_in_the_top_ranks():
+    contributions = np.array([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1]])
+    # row 2: the top two are metrics 0 and 1, one of its two true ones
+    assert hit_rate(contributions, [[1], [1, 2]], 100) == pytest.approx((1 + 0.5) / 2)
+    # at 150% row 2 takes floor(3) = 3 metrics: both true ones
+    assert hit_rate(contributions, [[1], [1, 2]], 150) == pytest.approx(1.0)
+
+
+@pytest.fixture
+def labeled_folder(tmp_path):
+    if not SMD.is_dir():
+        pytest.skip(f"the SMD data is not at {SMD}; put ../shared/data/smd beside the repo")
+    for machine in ("machine-2-7", "machine-3-3"):
+        for kind, rows in (("train", 6000), ("test", 6000)):
+            with gzip.open(SMD / f"{machine}_{kind}.csv.gz", "rt") as source:
+                lines = [next(source) for _ in range(rows + 1)]
+            (tmp_path / f"{machine}_{kind}.csv").write_text("".join(lines))
+        labels = (SMD / f"{machine}_interpretation_label.txt").read_text().splitlines()
+        kept = [line for line in labels if line and int(line.split("-")[1].split(":")[0]) <= 6000]
+        (tmp_path / f"{machine}_interpretation_label.txt").write_text("\n".join(kept) + "\n")
+    return tmp_path
+
+
+def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_folder,
+                                                                       tmp_path):
+    from streamad.cli import main
+    out = tmp_path / "report"
+    code = main(["evaluate", "--data-dir", str(labeled_folder), "--output", str(out),
+                 "--no-progress"])
+    assert code == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert any("raw events (baseline)" in n for n in names)
+    assert sum("window features" in n for n in names) >= 4
+    random_row = next(r for r in report["rows"] if r["name"].startswith("random"))
+    main_row = report["rows"][0]
+    assert set(main_row["per_key"]) == {"machine-2-7", "machine-3-3"}
+    ceiling = next(r for r in report["rows"] if r["threshold"].endswith("(ceiling)"))
+    assert ceiling["mean"]["f1"] > 0.3 > random_row["mean"]["f1"]
+    assert main_row["mean"]["precision"] > random_row["mean"]["precision"]
+    assert 0 <= report["explanations"]["mean"]["hit_rate_150"] <= 1
+    assert {r["group"] for r in report["rows"]} == {"unsupervised", "label-tuned"}
+    assert "| random scores (reference)" in (out / "evaluation.md").read_text()
+    for machine in ("machine-2-7", "machine-3-3"):
+        assert (out / f"{machine}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_says_what_is_missing(tmp_path, capsys):
+    from streamad.cli import main
+    assert main(["evaluate", "--data-dir", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
+    assert "no <key>_train.csv" in capsys.readouterr().err
