@@ -65,10 +65,10 @@ class TestScorerContract:
 
     def test_contributions_are_non_negative_and_point_at_the_odd_feature(self, scorer,
                                                                           normal_data):
-        # Two hidden factors behind four features: structure a PCA can find.
+        # One hidden factor behind four features: structure a PCA can find.
         rng = np.random.default_rng(8)
-        data = rng.normal(size=(400, 2)) @ rng.normal(size=(2, 4)) + rng.normal(
-            scale=0.1, size=(400, 4))
+        data = rng.normal(size=(400, 1)) @ np.ones((1, 4)) + rng.normal(scale=0.1,
+                                                                       size=(400, 4))
         scorer.fit(data)
         rows = data[:10].copy()
         rows[:, 2] += 12.0 * data[:, 2].std()
