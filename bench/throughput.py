@@ -30,7 +30,7 @@ from streamad.cli import DEFAULT_DATA_DIR  # noqa: E402
 from streamad.config import load_config  # noqa: E402
 from streamad.events import validate_events  # noqa: E402
 from streamad.replay import encoded, ordered_events  # noqa: E402
-from udfs.influx_sink import to_line_protocol  # noqa: E402
+from udfs.influx_sink import SCORE_FIELDS, to_line_protocol  # noqa: E402
 from udfs.scoring import ScoreWindows  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "throughput.json"
@@ -56,21 +56,23 @@ def bench_core(config, data_dir: Path, artifact_dir: Path) -> dict:
 
     aggregates = windows_for(load_events_csv(files, config.schema), config)
     udf = ScoreWindows(str(artifact_dir), config.schema.metric_fields,
-                       config.features.statistics, config.features.include_count)
+                       config.features.statistics, config.features.include_count,
+                       config.model.explain_top)
     udf.open(None)
     columns = aggregate_columns(config.schema.metric_fields)
     arrow_batch = aggregates.iloc[:1000]
-    seconds = timed(lambda: udf.eval(*[arrow_batch[c] for c in columns]))
+    key = config.schema.key_field
+    seconds = timed(lambda: udf.eval(arrow_batch[key], *[arrow_batch[c] for c in columns]))
     results["score_windows_per_s_batch_1000"] = 1000 / seconds
     one = aggregates.iloc[:1]
-    seconds = timed(lambda: udf.eval(*[one[c] for c in columns]), repeat=5)
+    seconds = timed(lambda: udf.eval(one[key], *[one[c] for c in columns]), repeat=5)
     results["score_windows_per_s_batch_1"] = 1 / seconds
 
-    scored = udf.eval(*[arrow_batch[c] for c in columns])
-    names = ["score", "is_anomaly", "threshold"] + feature_names(
+    scored = udf.eval(arrow_batch[key], *[arrow_batch[c] for c in columns])
+    names = list(SCORE_FIELDS) + feature_names(
         config.schema.metric_fields, config.features.statistics, config.features.include_count)
     seconds = timed(lambda: to_line_protocol(
-        "bench", "machine", arrow_batch[config.schema.key_field], scored["model_version"],
+        "bench", "machine", arrow_batch[key], scored["model_version"],
         arrow_batch["window_end_ms"].to_numpy(), scored[names]))
     results["line_protocol_windows_per_s"] = 1000 / seconds
     results["events"] = len(events)
