@@ -116,15 +116,21 @@ class Detector:
                              f"on; compute the same features, or retrain.")
         return features[self.feature_names].to_numpy(dtype=np.float64)
 
-    def _by_key(self, keys: np.ndarray, per_key: dict, fallback):
-        """Rows grouped by the per-key object that handles them (the fallback for others)."""
-        for key in np.unique(keys):
-            yield keys == key, per_key.get(key, fallback)
+    def _scorer_for(self, key: str):
+        return self.key_scorers_.get(key, self.pooled_scorer_)
+
+    def calibrator_for(self, key: str) -> TailCalibrator:
+        """The key's calibrator; the pooled one for keys with too little or no training."""
+        return self.calibrators_.get(key, self.pooled_calibrator_)
+
+    def threshold_for(self, key: str) -> float:
+        return self.thresholds_.get(key, self.pooled_threshold_)
 
     def _raw_scores(self, Z: np.ndarray, keys: np.ndarray) -> np.ndarray:
         scores = np.empty(len(Z))
-        for rows, scorer in self._by_key(keys, self.key_scorers_, self.pooled_scorer_):
-            scores[rows] = scorer.score_samples(Z[rows])
+        for key in np.unique(keys):
+            rows = keys == key
+            scores[rows] = self._scorer_for(key).score_samples(Z[rows])
         return scores
 
     # ---------------------------------------------------------------- scoring
@@ -136,37 +142,39 @@ class Detector:
         shares of the window's total contribution; ``out_of_range`` lists the metrics with a
         feature at the scaling cap (far outside the key's training range).
         """
+        return self.score_with_shares(features, keys, explain)[0]
+
+    def score_with_shares(self, features: pd.DataFrame, keys: Sequence, explain: bool = True
+                          ) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """`score`, and with ``explain`` the (windows x metrics) matrix of metric shares,
+        each row summing to 1 (0 where all contributions are 0); None without."""
         keys = np.asarray(keys).astype(str)
         Z = self.scaler_.transform(self._matrix(features), keys)
-        scores = self._raw_scores(Z, keys)
+        scores = np.empty(len(Z))
         grades = np.empty(len(Z))
         thresholds = np.empty(len(Z))
-        for rows, calibrator in self._by_key(keys, self.calibrators_, self.pooled_calibrator_):
-            grades[rows] = calibrator.grade(scores[rows])
+        contributions = np.empty_like(Z) if explain else None
         for key in np.unique(keys):
-            thresholds[keys == key] = self.thresholds_.get(key, self.pooled_threshold_)
+            rows = keys == key
+            scorer = self._scorer_for(key)
+            if explain:
+                scores[rows], contributions[rows] = scorer.score_and_contributions(Z[rows])
+            else:
+                scores[rows] = scorer.score_samples(Z[rows])
+            grades[rows] = self.calibrator_for(key).grade(scores[rows])
+            thresholds[rows] = self.threshold_for(key)
         result = pd.DataFrame({"score": scores, "grade": grades, "threshold": thresholds,
                                "is_anomaly": scores > thresholds}, index=features.index)
-        if explain:
-            result["drivers"] = self._drivers(Z, keys)
-            result["out_of_range"] = self._out_of_range(Z)
-        return result
-
-    def metric_contributions(self, features: pd.DataFrame, keys: Sequence) -> np.ndarray:
-        """(windows x metrics) contributions, each row summing to 1 (0 where all are 0)."""
-        keys = np.asarray(keys).astype(str)
-        return self._metric_shares(self.scaler_.transform(self._matrix(features), keys), keys)
-
-    def _metric_shares(self, Z: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        contributions = np.empty_like(Z)
-        for rows, scorer in self._by_key(keys, self.key_scorers_, self.pooled_scorer_):
-            contributions[rows] = scorer.feature_contributions(Z[rows])
+        if not explain:
+            return result, None
         per_metric = contributions @ self._to_metric
         totals = per_metric.sum(axis=1, keepdims=True)
-        return np.divide(per_metric, totals, out=np.zeros_like(per_metric), where=totals > 0)
+        shares = np.divide(per_metric, totals, out=np.zeros_like(per_metric), where=totals > 0)
+        result["drivers"] = self._drivers(shares)
+        result["out_of_range"] = self._out_of_range(Z)
+        return result, shares
 
-    def _drivers(self, Z: np.ndarray, keys: np.ndarray) -> list[list[tuple[str, float]]]:
-        shares = self._metric_shares(Z, keys)
+    def _drivers(self, shares: np.ndarray) -> list[list[tuple[str, float]]]:
         top = np.argsort(-shares, axis=1, kind="stable")[:, :self.settings.explain_top]
         return [[(self.metrics[j], float(round(shares[i, j], 4))) for j in row
                  if shares[i, j] > 0] for i, row in enumerate(top)]

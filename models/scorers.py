@@ -7,6 +7,7 @@ Every scorer has ``fit(X)``, ``score_samples(X)`` and ``feature_contributions(X)
   which way a score points);
 - ``feature_contributions`` returns an (n_samples, n_features) array of non-negative shares
   of each feature in the sample's anomaly, the raw material of an alert's explanation.
+  ``score_and_contributions`` returns both, computing shared work once where it can.
 
 Scorers see features that `models.scaling.KeyedScaler` has already put on a common scale
 (each key against its own normal, capped), so they need no scaling of their own. Non-finite
@@ -45,6 +46,11 @@ class _Scorer(BaseEstimator):
             X = np.where(bad, self.fill_values_[None, :], X)
         return X
 
+    def score_and_contributions(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """``score_samples`` and ``feature_contributions`` of the same rows together; a
+        scorer whose score is built from its contributions overrides this to compute once."""
+        return self.score_samples(X), self.feature_contributions(X)
+
 
 class RobustZScorer(_Scorer):
     """Windowed-Gaussian baseline: mean squared robust z-score over the features.
@@ -77,6 +83,10 @@ class RobustZScorer(_Scorer):
     def score_samples(self, X) -> np.ndarray:
         return self.feature_contributions(X).mean(axis=1)
 
+    def score_and_contributions(self, X) -> tuple[np.ndarray, np.ndarray]:
+        contributions = self.feature_contributions(X)
+        return contributions.mean(axis=1), contributions
+
 
 class PCAScorer(_Scorer):
     """Reconstruction error of a PCA that keeps ``variance`` of the training variance.
@@ -107,6 +117,10 @@ class PCAScorer(_Scorer):
 
     def score_samples(self, X) -> np.ndarray:
         return self.feature_contributions(X).sum(axis=1)
+
+    def score_and_contributions(self, X) -> tuple[np.ndarray, np.ndarray]:
+        contributions = self.feature_contributions(X)
+        return contributions.sum(axis=1), contributions
 
 
 class KNNScorer(_Scorer):

@@ -26,18 +26,6 @@ GRADE_DECADES = 6.0
 THRESHOLD_METHODS = ("quantile", "pot")
 
 
-def threshold_for_alert_rate(train_scores, target_alert_rate: float) -> float:
-    """The score above which `target_alert_rate` of the training windows lie.
-
-    >>> threshold_for_alert_rate(np.arange(1000.0), 0.01)
-    989.01
-    """
-    scores = _finite(train_scores)
-    if not 0 < target_alert_rate < 1:
-        raise ValueError(f"target_alert_rate must be between 0 and 1, got {target_alert_rate}.")
-    return float(np.quantile(scores, 1.0 - target_alert_rate))
-
-
 def _finite(scores) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     scores = scores[np.isfinite(scores)]
@@ -119,7 +107,15 @@ class TailCalibrator:
 
     def threshold(self, method: str, target_alert_rate: float = 0.01,
                   pot_risk: float = 1e-3) -> float:
+        """The key's alert threshold by `method` (see the module docstring).
+
+        >>> TailCalibrator().fit(np.arange(1000.0)).threshold("quantile", 0.01)
+        989.01
+        """
         if method == "quantile":
+            if not 0 < target_alert_rate < 1:
+                raise ValueError(f"target_alert_rate must be between 0 and 1, got "
+                                 f"{target_alert_rate}.")
             return float(np.interp(1.0 - target_alert_rate, self.levels_, self.quantiles_))
         if method == "pot":
             return self._tail_score(pot_risk)

@@ -224,46 +224,45 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
     steps.update()
 
     rows: list[Row] = []
-    per_point_scores: dict[str, dict[str, pd.DataFrame]] = {}
 
     def add_row(name, threshold_name, decisions: dict[str, np.ndarray], group="unsupervised"):
         per_key = {k: figures(decisions[k], labels[k], days[k]) for k in decisions}
         rows.append(Row(name, threshold_name, per_key, mean_figures(per_key), group))
 
-    def run_windowed(name: str, settings: DetectorSettings, explain: bool = False):
+    test = ~is_train
+
+    def run_windowed(settings: DetectorSettings, explain: bool = False):
+        """The detector, its scored test windows, and per key what each test event takes."""
         detector = Detector(names, settings).fit(features.loc[is_train, names], train_keys)
-        test = ~is_train
-        scored = detector.score(features.loc[test, names], aggregates.loc[test, key_field],
-                                explain=False)
+        scored, shares = detector.score_with_shares(
+            features.loc[test, names], aggregates.loc[test, key_field], explain=explain)
         if explain:
-            scored = scored.join(pd.DataFrame(
-                detector.metric_contributions(features.loc[test, names],
-                                              aggregates.loc[test, key_field]),
-                columns=detector.metrics, index=scored.index))
-        points = points_of(data, aggregates.loc[test], scored, config)
-        per_point_scores[name] = points
-        return detector, points
+            scored = scored.join(pd.DataFrame(shares, columns=detector.metrics,
+                                              index=scored.index))
+        return detector, scored, points_of(data, aggregates.loc[test], scored, config)
 
     configured = config.model.detector_settings()
     other_method = "pot" if configured.threshold_method == "quantile" else "quantile"
     main_name = f"{configured.kind}, window features (configured)"
     steps.set_postfix_str(f"{configured.kind} (configured)")
-    main_detector, main_points = run_windowed(main_name, configured, explain=True)
+    main_detector, main_windows, main_points = run_windowed(configured, explain=True)
     add_row(main_name, _threshold_name(configured),
             {k: p["is_anomaly"].to_numpy(bool) for k, p in main_points.items()})
     steps.update()
 
+    # The same detector and scores; only the rule that turns a key's calibration into a
+    # threshold differs.
     other = _settings(config, threshold_method=other_method)
-    other_detector = Detector(names, other).fit(features.loc[is_train, names], train_keys)
     add_row(main_name, _threshold_name(other),
-            {k: p["score"].to_numpy() > _key_threshold(other_detector, k)
+            {k: p["score"].to_numpy() > main_detector.calibrator_for(k).threshold(
+                other_method, other.target_alert_rate, other.pot_risk)
              for k, p in main_points.items()})
     steps.update()
 
     for kind in ("iforest", "pca", "robust_z", "knn"):
         steps.set_postfix_str(f"{kind}, window features")
         if kind != configured.kind and baselines:
-            _, points = run_windowed(f"{kind}, window features", _settings(config, kind=kind))
+            _, _, points = run_windowed(_settings(config, kind=kind))
             add_row(f"{kind}, window features", _threshold_name(configured),
                     {k: p["is_anomaly"].to_numpy(bool) for k, p in points.items()})
         steps.update()
@@ -314,8 +313,8 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
 
     steps.set_postfix_str("explanations and incidents")
     explanations = explanation_hit_rates(data, main_points, main_detector, metrics)
-    incidents = incident_summary(config, data, aggregates, main_detector, features, names,
-                                 is_train, labels, days)
+    incidents = incident_summary(config, data, aggregates.loc[test], main_windows, labels,
+                                 days)
     steps.update()
 
     report = {
@@ -350,10 +349,6 @@ def _threshold_name(settings: DetectorSettings) -> str:
     return f"POT, risk {settings.pot_risk:g}, per key"
 
 
-def _key_threshold(detector: Detector, key: str) -> float:
-    return detector.thresholds_.get(key, detector.pooled_threshold_)
-
-
 def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) -> dict:
     """HitRate@100% and @150% over the labeled events with an interpretation label."""
     columns = [m for m in detector.metrics if m in metrics]
@@ -380,15 +375,12 @@ def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) 
     return result
 
 
-def incident_summary(config, data, aggregates, detector, features, names, is_train, labels,
-                     days) -> dict:
-    """Incidents the alert policy opens on the test windows, and how many match a label."""
+def incident_summary(config, data, test_aggregates, scored, labels, days) -> dict:
+    """Incidents the alert policy opens on the scored test windows, and how many match a
+    label."""
     key_field = config.schema.key_field
     size_ms = config.window.size_s * 1000
-    test = ~is_train
-    scored = detector.score(features.loc[test, names], aggregates.loc[test, key_field],
-                            explain=False)
-    windows = aggregates.loc[test, [key_field, "window_end_ms"]].join(scored)
+    windows = test_aggregates[[key_field, "window_end_ms"]].join(scored)
     result = {}
     for d in data:
         own = windows[windows[key_field] == d.key].sort_values("window_end_ms")

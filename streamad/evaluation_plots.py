@@ -39,9 +39,8 @@ def plot_key(path: Path, data, points: pd.DataFrame, metrics: list[str], labels:
     top.set_title(f"{data.key}: labeled anomalies shaded")
 
     key = data.key
-    calibrator = detector.calibrators_.get(key, detector.pooled_calibrator_)
-    threshold = detector.thresholds_.get(key, detector.pooled_threshold_)
-    threshold_grade = float(calibrator.grade(np.array([threshold]))[0])
+    threshold_grade = float(detector.calibrator_for(key).grade(
+        np.array([detector.threshold_for(key)]))[0])
     bottom.plot(hours, points["grade"].to_numpy(), linewidth=0.6, color="black", label="grade")
     bottom.axhline(threshold_grade, color="red", linewidth=0.8, linestyle="--",
                    label=f"threshold (grade {threshold_grade:.2f})")

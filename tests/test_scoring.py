@@ -13,7 +13,7 @@ from models.features import aggregate_columns, window_aggregates
 from models.detector import Detector, DetectorSettings
 from models.scorers import (SCORERS as SCORER_KINDS, IsolationForestScorer, KNNScorer,
                             PCAScorer, RobustZScorer, make_scorer)
-from models.threshold import TailCalibrator, threshold_for_alert_rate
+from models.threshold import TailCalibrator
 from udfs.scoring import ScoreWindows
 
 # Every scorer the configuration can name goes through the same contract checks.
@@ -77,6 +77,12 @@ class TestScorerContract:
         assert (contributions >= 0).all()
         assert (contributions.argmax(axis=1) == 2).all()
 
+    def test_score_and_contributions_together_equal_each_alone(self, scorer, normal_data):
+        scorer.fit(normal_data)
+        scores, contributions = scorer.score_and_contributions(normal_data[:50])
+        assert np.array_equal(scores, scorer.score_samples(normal_data[:50]))
+        assert np.array_equal(contributions, scorer.feature_contributions(normal_data[:50]))
+
     def test_survives_a_pickle_round_trip(self, scorer, normal_data):
         import pickle
         scorer.fit(normal_data)
@@ -87,13 +93,13 @@ class TestScorerContract:
 def test_threshold_gives_the_target_alert_rate(normal_data):
     scores = IsolationForestScorer(n_estimators=50, random_state=0).fit(
         normal_data).score_samples(normal_data)
-    threshold = threshold_for_alert_rate(scores, 0.05)
+    threshold = TailCalibrator().fit(scores).threshold("quantile", target_alert_rate=0.05)
     assert (scores > threshold).mean() == pytest.approx(0.05, abs=0.005)
 
 
 def test_threshold_needs_finite_scores():
     with pytest.raises(ValueError, match="no finite training scores"):
-        threshold_for_alert_rate([np.nan], 0.01)
+        TailCalibrator().fit([np.nan])
 
 
 def _artifact(tmp_path, features=("a", "b", "c", "d")):
