@@ -39,13 +39,13 @@ class Incident:
     peak_score: float = float("-inf")
     peak_grade: float = 0.0
     windows: int = 0
-    # What the peak window said about itself (its drivers, say), kept as given.
-    drivers: list = field(default_factory=list)
+    # Whatever the caller passed along with the peak window (its drivers, say), as given.
+    peak_details: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"key": self.key, "start": self.start, "opened_at": self.opened_at,
                 "end": self.end, "peak_score": self.peak_score, "peak_grade": self.peak_grade,
-                "windows": self.windows, "drivers": self.drivers}
+                "windows": self.windows, "peak_details": self.peak_details}
 
 
 class IncidentTracker:
@@ -63,25 +63,25 @@ class IncidentTracker:
         self.run_start: int | None = None
         self.anomalous_run = 0
         self.normal_run = 0
-        self.pending: list = []  # (time, score, grade, drivers) of the run before opening
+        self.pending: list = []  # (score, grade, details) of the run before opening
         self.incident: Incident | None = None
         self.last_anomalous: int | None = None
 
     def update(self, time: int, anomalous: bool, score: float, grade: float,
-               drivers: list | None = None):
+               details: list | None = None):
         """Feed one window; returns ("open" | "end", Incident) when that happens, else None."""
         if anomalous:
             self.normal_run = 0
             self.anomalous_run += 1
             self.last_anomalous = time
             if self.incident is not None:
-                self._peak(self.incident, score, grade, drivers)
+                self._peak(self.incident, score, grade, details)
                 self.incident.windows += 1
                 return None
             if self.anomalous_run == 1:
                 self.run_start = time
                 self.pending = []
-            self.pending.append((score, grade, drivers))
+            self.pending.append((score, grade, details))
             if self.anomalous_run >= self.policy.open_after:
                 incident = Incident(self.key, start=self.run_start, opened_at=time)
                 for pending in self.pending:
@@ -123,14 +123,14 @@ class IncidentTracker:
         return tracker
 
     @staticmethod
-    def _peak(incident: Incident, score: float, grade: float, drivers) -> None:
+    def _peak(incident: Incident, score: float, grade: float, details) -> None:
         if score > incident.peak_score:
             incident.peak_score, incident.peak_grade = float(score), float(grade)
-            incident.drivers = list(drivers or [])
+            incident.peak_details = list(details or [])
 
 
 def incidents_of(key: str, windows: Iterable[tuple], policy: IncidentPolicy) -> list[Incident]:
-    """All incidents of one key's windows, given as (time, anomalous, score, grade[, drivers])
+    """All incidents of one key's windows, given as (time, anomalous, score, grade[, details])
     in time order; an incident still open at the end has ``end`` None."""
     tracker = IncidentTracker(key, policy)
     found = []

@@ -19,7 +19,7 @@ def test_one_long_problem_is_one_incident_with_its_peak():
     # A one-window dip does not end it; three normal windows do.
     assert (incident.start, incident.opened_at, incident.end) == (1, 2, 7)
     assert incident.windows == 6
-    assert incident.peak_score == 7.0 and incident.drivers == ["m7"]
+    assert incident.peak_score == 7.0 and incident.peak_details == ["m7"]
 
 
 def test_after_recovery_a_new_problem_is_a_new_incident():

@@ -58,7 +58,7 @@ class IncidentAlerts(KeyedProcessFunction):
         if event is None:
             return
         kind, incident = event
-        threshold, version, out_of_range, *drivers = incident.drivers
+        threshold, version, out_of_range, *drivers = incident.peak_details
         yield Row(kind, key, incident.start[0],
                   None if incident.end is None else incident.end[1], incident.opened_at[1],
                   incident.peak_score, incident.peak_grade, incident.windows, threshold,

@@ -48,8 +48,8 @@ def expected_alerts(config: JobConfig, windows: pd.DataFrame) -> list[dict]:
                     "incident_end": None if incident.end is None else incident.end[1],
                     "opened_at": incident.opened_at[1], "peak_score": incident.peak_score,
                     "peak_grade": incident.peak_grade, "windows": incident.windows,
-                    "drivers": [{"metric": m, "share": s} for m, s in incident.drivers[0]],
-                    "out_of_range": ",".join(incident.drivers[1])})
+                    "drivers": [{"metric": m, "share": s} for m, s in incident.peak_details[0]],
+                    "out_of_range": ",".join(incident.peak_details[1])})
     return alerts
 
 
