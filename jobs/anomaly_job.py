@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script by `flink run -py`: make the re
 
 from pyflink.common import Configuration  # noqa: E402
 from pyflink.datastream import StreamExecutionEnvironment  # noqa: E402
-from pyflink.table import StreamTableEnvironment, TableEnvironment  # noqa: E402
+from pyflink.table import StreamTableEnvironment  # noqa: E402
 from pyflink.table.udf import udf  # noqa: E402
 
 from jobs import sql  # noqa: E402
@@ -76,14 +76,9 @@ def create_environment(config: JobConfig, connector_jar: str | None,
         configuration.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(configuration)
     t_env = StreamTableEnvironment.create(env)
-    configure(t_env, config, connector_jar, python_executable)
-    return env, t_env
-
-
-def configure(t_env: TableEnvironment, config: JobConfig, connector_jar: str | None,
-              python_executable: str | None = None) -> None:
-    for key, value in job_settings(config, connector_jar, python_executable).items():
+    for key, value in settings.items():
         t_env.get_config().set(key, value)
+    return env, t_env
 
 
 def build_job(t_env: StreamTableEnvironment, config: JobConfig,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.detector import driver_columns
 from models.features import AGGREGATES, COUNT_COLUMN, aggregate_name
 from streamad.config import JobConfig
 
@@ -240,7 +241,7 @@ _ISO_SECONDS = "'yyyy-MM-dd''T''HH:mm:ss''Z'''"
 
 def scored_windows_query(explain_top: int) -> str:
     """What the incident policy sees of each window, in the order IncidentAlerts reads it."""
-    drivers = "".join(f", s.driver_{r}, s.driver_{r}_share" for r in range(1, explain_top + 1))
+    drivers = "".join(f", s.{metric}, s.{share}" for metric, share in driver_columns(explain_top))
     return f"""SELECT event_key, DATE_FORMAT(window_start, {_ISO_SECONDS}) AS window_start,
   DATE_FORMAT(window_end, {_ISO_SECONDS}) AS window_end, s.score, s.grade, s.is_anomaly,
   s.threshold, s.model_version, s.out_of_range{drivers}
@@ -263,7 +264,7 @@ SELECT {WRITE_UDF}(event_key, window_end, s.model_version, {values}) FROM scored
 
 def insert_alerts(explain_top: int) -> str:
     """From the view `incident_alerts` (the IncidentAlerts stream) into the alerts topic."""
-    drivers = ", ".join(f"ROW(driver_{r}, driver_{r}_share)" for r in range(1, explain_top + 1))
+    drivers = ", ".join(f"ROW({metric}, {share})" for metric, share in driver_columns(explain_top))
     return f"""INSERT INTO alerts
 SELECT `alert`, `key`, incident_start, incident_end, opened_at, peak_score, peak_grade,
        windows, threshold, model_version, out_of_range, ARRAY[{drivers}]

@@ -45,6 +45,16 @@ class DetectorSettings:
     min_key_windows: int = 200
 
 
+def driver_columns(explain_top: int) -> list[tuple[str, str]]:
+    """(metric column, share column) names of the ranked drivers where rows are flat (the
+    job's rows and alerts), most important first.
+
+    >>> driver_columns(2)
+    [('driver_1', 'driver_1_share'), ('driver_2', 'driver_2_share')]
+    """
+    return [(f"driver_{i}", f"driver_{i}_share") for i in range(1, explain_top + 1)]
+
+
 def metric_of(feature: str) -> str:
     """The metric a feature is computed from: ``cpu__mean`` -> ``cpu``."""
     return feature.split("__", 1)[0]

@@ -11,6 +11,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
+from models.detector import driver_columns
 from models.incidents import IncidentPolicy, IncidentTracker
 
 
@@ -22,8 +23,8 @@ def alert_fields(explain_top: int) -> list[tuple[str, object]]:
               ("peak_grade", Types.DOUBLE()), ("windows", Types.INT()),
               ("threshold", Types.DOUBLE()), ("model_version", Types.STRING()),
               ("out_of_range", Types.STRING())]
-    for rank in range(1, explain_top + 1):
-        fields += [(f"driver_{rank}", Types.STRING()), (f"driver_{rank}_share", Types.DOUBLE())]
+    for metric, share in driver_columns(explain_top):
+        fields += [(metric, Types.STRING()), (share, Types.DOUBLE())]
     return fields
 
 

@@ -15,6 +15,7 @@ from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from models.artifact import ModelArtifact, load_artifact
+from models.detector import driver_columns
 from models.features import aggregate_columns, feature_names, features_from_aggregates
 from streamad.events import validate_events
 
@@ -38,11 +39,6 @@ class ParseEvents(ScalarFunction):
     def eval(self, payloads: pd.Series, time_ok: pd.Series) -> pd.DataFrame:
         return validate_events(payloads, time_ok.fillna(False), self.key_field, self.time_field,
                                self.metric_fields, self.time_format)
-
-
-def driver_columns(explain_top: int) -> list[tuple[str, str]]:
-    """(metric column, share column) names of the top drivers, most important first."""
-    return [(f"driver_{i}", f"driver_{i}_share") for i in range(1, explain_top + 1)]
 
 
 def score_result_type(features: Sequence[str], explain_top: int):
