@@ -114,6 +114,35 @@ def cmd_evaluate(args, config: JobConfig) -> int:
     return 0
 
 
+def cmd_tune(args, config: JobConfig) -> int:
+    from models.scorers import SCORERS
+    from streamad.tune import tune
+    kinds = args.kinds or list(SCORERS)
+    unknown = [k for k in kinds if k not in SCORERS]
+    if unknown:
+        raise SystemExit(f"--kinds names unknown scorers {unknown}; known: {', '.join(SCORERS)}.")
+    output = Path(args.output)
+    grid = {name: value for name, value in (("caps", args.caps), ("rates", args.rates),
+                                            ("pot_risks", args.pot_risks)) if value}
+    report = tune(config, Path(args.data_dir), output, kinds=kinds,
+                  progress=not args.no_progress, **grid)
+    _say((output / "tuning.md").read_text())
+    _say(f"Mean held-out point F1 (leave one key out): {report['held_out_mean_f1']:.3f}. "
+         f"Written to {output}/tuning.json and tuning.md")
+    return 0
+
+
+def _number_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r} "
+                                         f"(for example 0.001,0.005)") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
 def cmd_submit(args, config: JobConfig) -> int:
     from streamad import jobs_client
     config_path = Path(args.config) if args.config else None
@@ -278,6 +307,29 @@ def build_parser() -> argparse.ArgumentParser:
                           help="only the configured detector and random scores (faster, for "
                                "trying settings)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    tune = commands.add_parser(
+        "tune", help="choose detector settings on labeled data, by leave-one-key-out",
+        description="Train and score every candidate (scorer kind x cap x unsupervised "
+        "threshold rule) on the labeled folder that evaluate reads. For each key, the "
+        "candidate with the best mean point F1 on the other keys is scored on it: the mean of "
+        "those held-out F1s is what tuning gives on a new key. Prints and writes tuning.json "
+        "and tuning.md, with the candidate chosen on all keys as a configuration snippet.")
+    tune.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                      help="folder of labeled data (default: the SMD folder)")
+    tune.add_argument("--output", default=str(REPO / "models" / "results" / "smd"),
+                      help="folder for the report (default models/results/smd)")
+    tune.add_argument("--kinds", type=lambda text: [k.strip() for k in text.split(",")],
+                      help="scorers to try, comma-separated (default: all)")
+    tune.add_argument("--caps", type=_number_list,
+                      help="scaling caps to try, comma-separated (default: 5,10)")
+    tune.add_argument("--rates", type=_number_list,
+                      help="target alert rates of the quantile threshold (default: "
+                           "0.001,0.002,0.005,0.01,0.02)")
+    tune.add_argument("--pot-risks", type=_number_list,
+                      help="tail risks of the POT threshold (default: 0.001,0.0001)")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tune.set_defaults(func=cmd_tune)
 
     submit = commands.add_parser("submit", help="submit the job to the Flink cluster",
                                  description="Submit jobs/anomaly_job.py with flink run -py "

@@ -1,16 +1,12 @@
 """Evaluation measures, and `streamad evaluate` on real SMD data."""
 
-import gzip
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
                                hit_rate, point_adjusted, precision_recall_f1)
-
-SMD = Path(__file__).resolve().parents[2] / "shared" / "data" / "smd"
 
 
 def test_point_adjustment_inflates_random_flags_and_pa_k_does_not():
@@ -50,21 +46,6 @@ def test_hit_rate_counts_true_metrics_in_the_top_ranks():
     assert hit_rate(contributions, [[1], [1, 2]], 100) == pytest.approx((1 + 0.5) / 2)
     # at 150% row 2 takes floor(3) = 3 metrics: both true ones
     assert hit_rate(contributions, [[1], [1, 2]], 150) == pytest.approx(1.0)
-
-
-@pytest.fixture
-def labeled_folder(tmp_path):
-    if not SMD.is_dir():
-        pytest.skip(f"the SMD data is not at {SMD}; put ../shared/data/smd beside the repo")
-    for machine in ("machine-2-7", "machine-3-3"):
-        for kind, rows in (("train", 6000), ("test", 6000)):
-            with gzip.open(SMD / f"{machine}_{kind}.csv.gz", "rt") as source:
-                lines = [next(source) for _ in range(rows + 1)]
-            (tmp_path / f"{machine}_{kind}.csv").write_text("".join(lines))
-        labels = (SMD / f"{machine}_interpretation_label.txt").read_text().splitlines()
-        kept = [line for line in labels if line and int(line.split("-")[1].split(":")[0]) <= 6000]
-        (tmp_path / f"{machine}_interpretation_label.txt").write_text("\n".join(kept) + "\n")
-    return tmp_path
 
 
 def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_folder,

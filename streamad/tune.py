@@ -1,0 +1,206 @@
+"""`streamad tune`: choose detector settings on labeled keys, and say what the choice is worth
+on a key it was not tuned on.
+
+The data are what `streamad evaluate` reads (one folder, ``<key>_train`` and labeled
+``<key>_test`` files per key). Every candidate (scorer kind x cap x unsupervised threshold
+rule) is trained on the train files and scored on the test files exactly as `evaluate` does;
+one fit serves all the threshold rules of a (kind, cap). Then `models.tuning` does the
+choosing:
+
+- **leave one key out**: for each key, the candidate with the best mean point F1 on the other
+  keys, and its point F1 on the held-out key. The mean of these is the honest estimate of what
+  tuning gives on a new key;
+- **chosen on all keys**: the candidate to put in the configuration, with its in-sample mean
+  F1 (optimistic, and labeled so).
+
+The thresholds themselves stay unsupervised (a target alert rate or a tail risk, applied to
+each key's own training scores): the labels only choose the rule and the scorer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from models.detector import Detector
+from models.evaluation import precision_recall_f1
+from models.features import feature_names
+from models.threshold import TailCalibrator
+from models.tuning import best_candidate, leave_one_key_out
+from streamad.config import JobConfig
+from streamad.evaluate import (LABEL_COLUMN, EvaluationError, find_keys, load_key, points_of,
+                               windowed_run)
+
+DEFAULT_CAPS = (5.0, 10.0)
+DEFAULT_RATES = (0.001, 0.002, 0.005, 0.01, 0.02)
+DEFAULT_POT_RISKS = (1e-3, 1e-4)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: str
+    cap: float
+    threshold_method: str
+    level: float  # the target alert rate (quantile) or the tail risk (pot)
+
+    @property
+    def name(self) -> str:
+        rule = (f"quantile {1 - self.level:g}" if self.threshold_method == "quantile"
+                else f"POT risk {self.level:g}")
+        return f"{self.kind}, cap {self.cap:g}, {rule}"
+
+    def threshold(self, calibrator: TailCalibrator) -> float:
+        if self.threshold_method == "quantile":
+            return calibrator.threshold("quantile", target_alert_rate=self.level)
+        return calibrator.threshold("pot", pot_risk=self.level)
+
+    def model_settings(self) -> dict:
+        """The configuration's ``model`` keys that select this candidate."""
+        level_key = "target_alert_rate" if self.threshold_method == "quantile" else "pot_risk"
+        return {"kind": self.kind, "cap": self.cap, "threshold_method": self.threshold_method,
+                level_key: self.level}
+
+
+def candidates_of(kinds: Sequence[str], caps: Sequence[float], rates: Sequence[float],
+                  pot_risks: Sequence[float], configured: Candidate) -> list[Candidate]:
+    """The grid, with the configured settings first so that ties keep them."""
+    for name, values in (("target alert rates", rates), ("POT risks", pot_risks)):
+        wrong = [v for v in values if not 0 < v < 1]
+        if wrong:
+            raise EvaluationError(f"{name} must lie between 0 and 1, got {wrong}.")
+    if any(cap <= 0 for cap in caps):
+        raise EvaluationError(f"caps are in standard deviations and must be positive, got "
+                              f"{list(caps)}.")
+    grid = [Candidate(kind, float(cap), "quantile", float(rate))
+            for kind in kinds for cap in caps for rate in rates]
+    grid += [Candidate(kind, float(cap), "pot", float(risk))
+             for kind in kinds for cap in caps for risk in pot_risks]
+    return [configured] + [c for c in grid if c != configured]
+
+
+def configured_candidate(config: JobConfig) -> Candidate:
+    model = config.model
+    level = model.target_alert_rate if model.threshold_method == "quantile" else model.pot_risk
+    return Candidate(model.kind, float(model.cap), model.threshold_method, float(level))
+
+
+def f1_table(config: JobConfig, data_dir: Path, candidates: Sequence[Candidate],
+             progress: bool = True) -> pd.DataFrame:
+    """Point F1 of every candidate (rows) on every key's test file (columns)."""
+    from tqdm import tqdm
+
+    keys = find_keys(Path(data_dir))
+    if len(keys) < 2:
+        raise EvaluationError(f"{data_dir} has labeled data of {len(keys)} key; tuning by "
+                              f"leave-one-key-out needs at least 2.")
+    data = [load_key(Path(data_dir), key, config) for key in keys]
+    metrics = list(config.schema.metric_fields)
+    names = feature_names(metrics, config.features.statistics, config.features.include_count)
+    key_field = config.schema.key_field
+    aggregates, features, is_train = windowed_run(config, data)
+    test = ~is_train
+    labels = {d.key: d.test[LABEL_COLUMN].to_numpy(np.int64) for d in data}
+
+    fits = list(dict.fromkeys((c.kind, c.cap) for c in candidates))
+    table = pd.DataFrame(index=[c.name for c in candidates], columns=keys, dtype=float)
+    base = config.model.detector_settings()
+    for kind, cap in tqdm(fits, desc="tune", unit="fit", disable=not progress, file=sys.stderr):
+        settings = dataclasses.replace(base, kind=kind, cap=cap)
+        detector = Detector(names, settings).fit(features.loc[is_train, names],
+                                                 aggregates.loc[is_train, key_field])
+        scored = detector.score(features.loc[test, names], aggregates.loc[test, key_field],
+                                explain=False)
+        points = points_of(data, aggregates.loc[test], scored, config)
+        for candidate in candidates:
+            if (candidate.kind, candidate.cap) != (kind, cap):
+                continue
+            for key in keys:
+                threshold = candidate.threshold(detector.calibrator_for(key))
+                flagged = points[key]["score"].to_numpy() > threshold
+                table.at[candidate.name, key] = precision_recall_f1(flagged, labels[key])["f1"]
+    return table
+
+
+def tune(config: JobConfig, data_dir: Path, output_dir: Path, kinds: Sequence[str],
+         caps: Sequence[float] = DEFAULT_CAPS, rates: Sequence[float] = DEFAULT_RATES,
+         pot_risks: Sequence[float] = DEFAULT_POT_RISKS, progress: bool = True) -> dict:
+    """Run the grid, choose, and write tuning.json and tuning.md to `output_dir`."""
+    configured = configured_candidate(config)
+    candidates = candidates_of(kinds, caps, rates, pot_risks, configured)
+    table = f1_table(config, data_dir, candidates, progress)
+    held_out = leave_one_key_out(table)
+    chosen, chosen_f1 = best_candidate(table)
+    by_name = {c.name: c for c in candidates}
+    report = {
+        "data": {"folder": str(Path(data_dir).resolve()), "keys": list(table.columns)},
+        "measure": "point F1 over the test files' events, each taking the decision of the "
+                   "earliest-closing window that holds it (as in streamad evaluate)",
+        "candidates": len(candidates),
+        "leave_one_key_out": [dataclasses.asdict(r) for r in held_out],
+        "held_out_mean_f1": float(np.mean([r.held_out_f1 for r in held_out])),
+        "chosen_on_all_keys": {"candidate": chosen, "in_sample_mean_f1": chosen_f1,
+                               "model": by_name[chosen].model_settings()},
+        "configured": {"candidate": configured.name,
+                       "in_sample_mean_f1": float(table.loc[configured.name].mean())},
+        "f1": {name: row.to_dict() for name, row in table.iterrows()},
+        "settings": {c.name: c.model_settings() for c in candidates},
+    }
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "tuning.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output_dir / "tuning.md").write_text(markdown_report(report, table))
+    return report
+
+
+def markdown_report(report: dict, table: pd.DataFrame, top: int = 10) -> str:
+    keys = report["data"]["keys"]
+    chosen = report["chosen_on_all_keys"]
+    lines = [
+        f"# Tuning on {len(keys)} keys of {report['data']['folder']}",
+        "",
+        f"{report['candidates']} candidates (scorer x cap x unsupervised threshold rule), "
+        f"each measured by {report['measure']}.",
+        "",
+        "## Leave one key out: what tuning gives on a key it was not tuned on",
+        "",
+        "| held-out key | chosen on the other keys | their mean F1 | held-out F1 |",
+        "|---|---|---|---|",
+    ]
+    for r in report["leave_one_key_out"]:
+        lines.append(f"| {r['key']} | {r['chosen']} | {r['others_f1']:.3f} | "
+                     f"**{r['held_out_f1']:.3f}** |")
+    lines += [
+        "",
+        f"Mean held-out point F1: **{report['held_out_mean_f1']:.3f}**. This, not the "
+        "in-sample figure below, is what to expect on a new key.",
+        "",
+        "## Chosen on all keys (in-sample, optimistic)",
+        "",
+        f"{chosen['candidate']}: mean point F1 {chosen['in_sample_mean_f1']:.3f} on the keys "
+        f"it was chosen on. The configured settings ({report['configured']['candidate']}) "
+        f"give {report['configured']['in_sample_mean_f1']:.3f}. To use the chosen ones, set "
+        "in the configuration:",
+        "",
+        "```yaml",
+        "model:",
+        *[f"  {name}: {value}" for name, value in chosen["model"].items()],
+        "```",
+        "",
+        f"## The {min(top, len(table))} best candidates in sample",
+        "",
+        "| candidate | mean F1 | " + " | ".join(keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    ranked = table.assign(mean=table.mean(axis=1)).sort_values("mean", ascending=False,
+                                                                kind="stable")
+    for name, row in ranked.head(top).iterrows():
+        lines.append(f"| {name} | {row['mean']:.3f} | "
+                     + " | ".join(f"{row[k]:.3f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,70 @@
+"""Leave-one-key-out tuning: the choosing logic alone, and `streamad tune` on real SMD data."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from models.tuning import best_candidate, leave_one_key_out
+
+
+def test_held_out_key_never_votes_for_its_own_candidate():
+    # 'overfit' is best on key a only because of key a itself; on b and c 'steady' wins.
+    table = pd.DataFrame({"a": [0.95, 0.30], "b": [0.10, 0.40], "c": [0.15, 0.45]},
+                         index=["overfit", "steady"])
+    assert best_candidate(table)[0] == "overfit"  # in sample, key a's own label decides
+    held_out = {r.key: r for r in leave_one_key_out(table)}
+    assert held_out["a"].chosen == "steady"
+    assert held_out["a"].held_out_f1 == pytest.approx(0.30)
+    assert held_out["a"].others_f1 == pytest.approx((0.40 + 0.45) / 2)
+    assert held_out["b"].chosen == "overfit"
+    assert held_out["b"].held_out_f1 == pytest.approx(0.10)
+
+
+def test_leave_one_key_out_says_what_it_needs():
+    with pytest.raises(ValueError, match="at least 2 keys"):
+        leave_one_key_out(pd.DataFrame({"a": [0.5]}, index=["x"]))
+    with pytest.raises(ValueError, match="missing values"):
+        leave_one_key_out(pd.DataFrame({"a": [0.5], "b": [None]}, index=["x"]))
+
+
+def test_tune_says_what_is_wrong(labeled_folder, tmp_path, capsys):
+    from streamad.cli import main
+    assert main(["tune", "--data-dir", str(labeled_folder), "--rates", "1.5"]) == 1
+    assert "between 0 and 1, got [1.5]" in capsys.readouterr().err
+    (labeled_folder / "machine-3-3_train.csv").unlink()
+    assert main(["tune", "--data-dir", str(labeled_folder), "--output", str(tmp_path / "o"),
+                 "--no-progress"]) == 1
+    assert "needs at least 2" in capsys.readouterr().err
+
+
+def test_tune_chooses_on_other_keys_and_agrees_with_evaluate(labeled_folder, tmp_path,
+                                                               monkeypatch):
+    from streamad.cli import main
+    out = tmp_path / "tuning"
+    code = main(["tune", "--data-dir", str(labeled_folder), "--output", str(out),
+                 "--kinds", "pca,robust_z", "--caps", "10", "--rates", "0.005,0.02",
+                 "--pot-risks", "0.001", "--no-progress"])
+    assert code == 0
+    report = json.loads((out / "tuning.json").read_text())
+    assert report["candidates"] == 6
+    held_out = {r["key"]: r for r in report["leave_one_key_out"]}
+    assert set(held_out) == {"machine-2-7", "machine-3-3"}
+    f1 = report["f1"]
+    for key, result in held_out.items():
+        other = next(k for k in held_out if k != key)
+        # with two keys, the choice for one key is the best candidate on the other
+        assert f1[result["chosen"]][other] == max(row[other] for row in f1.values())
+        assert result["held_out_f1"] == f1[result["chosen"]][key]
+
+    # The F1 tune measured for a candidate is the one evaluate gives when configured with it.
+    key, result = next(iter(held_out.items()))
+    model = report["settings"][result["chosen"]]
+    for name, value in model.items():
+        monkeypatch.setenv(f"STREAMAD__MODEL__{name.upper()}", str(value))
+    evaluated = tmp_path / "evaluation"
+    assert main(["evaluate", "--data-dir", str(labeled_folder), "--output", str(evaluated),
+                 "--no-plots", "--no-progress", "--no-baselines"]) == 0
+    evaluation = json.loads((evaluated / "evaluation.json").read_text())
+    assert evaluation["rows"][0]["per_key"][key]["f1"] == pytest.approx(result["held_out_f1"])
+    assert "Mean held-out point F1" in (out / "tuning.md").read_text()
