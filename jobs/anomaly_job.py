@@ -115,12 +115,12 @@ def build_job(t_env: StreamTableEnvironment, config: JobConfig,
         t_env.create_temporary_view(name, t_env.sql_query(query))
 
     # The alert policy keeps per-key state across windows: a keyed process function.
-    policy = config.alerts
     windows = t_env.to_data_stream(t_env.sql_query(sql.scored_windows_query(explain_top)))
     incident_alerts = (windows
                        .key_by(lambda row: row[0])
-                       .process(IncidentAlerts(policy.open_after_windows,
-                                               policy.close_after_windows, explain_top),
+                       .process(IncidentAlerts(config.alerts.policy(),
+                                               config.alerts.drift_policy(),
+                                               explain_top),
                                 output_type=alert_type_info(explain_top))
                        .name("incident alert policy").uid("incident-alert-policy"))
     t_env.create_temporary_view("incident_alerts", t_env.from_data_stream(incident_alerts))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from models.detector import driver_columns
 from models.features import AGGREGATES, COUNT_COLUMN, aggregate_name
 from streamad.config import JobConfig
+from udfs.influx_sink import SCORE_FIELDS
 
 PARSE_UDF, SCORE_UDF, WRITE_UDF = "parse_event", "score_windows", "write_scores"
 # Length of the sortable time prefix yyyyMMddHHmmssSSS of the "first" and "last" aggregates.
@@ -256,7 +257,7 @@ FROM checked WHERE reason IS NOT NULL"""
 
 
 def insert_influx_writes(features: list[str]) -> str:
-    values = ", ".join(["s.score", "s.grade", "s.is_anomaly", "s.threshold"]
+    values = ", ".join([f"s.{field}" for field in SCORE_FIELDS]
                        + [f"s.{quote(f)}" for f in features])
     return f"""INSERT INTO influx_writes
 SELECT {WRITE_UDF}(event_key, window_end, s.model_version, {values}) FROM scored"""

@@ -80,7 +80,8 @@ def read_topic(bootstrap_servers: str, topic: str, from_beginning: bool = True,
 
 
 def format_alert(value: bytes) -> str:
-    """One line per alert (an incident opening or ending) for people.
+    """One line per alert (an incident opening or ending, a metric drifting or back) for
+    people.
 
     >>> format_alert(b'{"alert": "open", "key": "m1", "incident_start": "2024-01-01T00:00:00Z",'
     ...     b' "incident_end": null, "opened_at": "2024-01-01T00:15:00Z", "peak_score": 9.5,'
@@ -90,6 +91,8 @@ def format_alert(value: bytes) -> str:
     'OPEN  m1  since 2024-01-01T00:00:00Z  grade 0.71 (score 9.50 > 4.20)  drivers m06 62%, m01 20%  out of range: m06  (pca-1)'
     """
     alert = json.loads(value)
+    if alert["alert"] in ("drift", "drift_end"):
+        return _format_drift(alert)
     drivers = ", ".join(f"{d['metric']} {d['share']:.0%}" for d in alert.get("drivers") or []
                         if d.get("metric"))
     span = (f"since {alert['incident_start']}" if alert["alert"] == "open" else
@@ -100,3 +103,19 @@ def format_alert(value: bytes) -> str:
         line += f"  out of range: {alert['out_of_range']}"
     return line + f"  ({alert['model_version']})"
 
+
+def _format_drift(alert: dict) -> str:
+    """
+    >>> print(_format_drift({"alert": "drift", "key": "m1", "out_of_range": "m06",
+    ...     "incident_start": "2024-01-01T00:00:00Z", "incident_end": None,
+    ...     "opened_at": "2024-01-02T00:00:00Z", "windows": 288, "model_version": "pca-1"}))
+    DRIFT m1  m06 out of its training range since 2024-01-01T00:00:00Z (288 windows): retrain  (pca-1)
+    """
+    if alert["alert"] == "drift":
+        what = (f"out of its training range since {alert['incident_start']} "
+                f"({alert['windows']} windows): retrain")
+    else:
+        what = (f"back in range; it was out {alert['incident_start']} .. "
+                f"{alert['incident_end']} ({alert['windows']} windows)")
+    return (f"{alert['alert'].upper():5} {alert['key']}  {alert['out_of_range']} {what}  "
+            f"({alert['model_version']})")

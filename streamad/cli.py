@@ -258,6 +258,15 @@ def cmd_demo(args, config: JobConfig) -> int:
 
 # --- parser -----------------------------------------------------------------------------
 
+def _add_labeled_data_arguments(command: argparse.ArgumentParser) -> None:
+    """The options evaluate and tune share: where the labeled data are, where the report goes."""
+    command.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                         help="folder of labeled data (default: the SMD folder)")
+    command.add_argument("--output", default=str(REPO / "models" / "results" / "smd"),
+                         help="folder for the report (default models/results/smd)")
+    command.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamad", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -297,12 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "explanation hit rate, beside other scorers, raw-event baselines and random scores; "
         "label-tuned thresholds are reported apart. Writes evaluation.json, evaluation.md "
         "and a PNG per key.")
-    evaluate.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
-                          help="folder of labeled data (default: the SMD folder)")
-    evaluate.add_argument("--output", default=str(REPO / "models" / "results" / "smd"),
-                          help="folder for the report (default models/results/smd)")
+    _add_labeled_data_arguments(evaluate)
     evaluate.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--no-baselines", action="store_true",
                           help="only the configured detector and random scores (faster, for "
                                "trying settings)")
@@ -315,10 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "candidate with the best mean point F1 on the other keys is scored on it: the mean of "
         "those held-out F1s is what tuning gives on a new key. Prints and writes tuning.json "
         "and tuning.md, with the candidate chosen on all keys as a configuration snippet.")
-    tune.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
-                      help="folder of labeled data (default: the SMD folder)")
-    tune.add_argument("--output", default=str(REPO / "models" / "results" / "smd"),
-                      help="folder for the report (default models/results/smd)")
+    _add_labeled_data_arguments(tune)
     tune.add_argument("--kinds", type=lambda text: [k.strip() for k in text.split(",")],
                       help="scorers to try, comma-separated (default: all)")
     tune.add_argument("--caps", type=_number_list,
@@ -328,7 +330,6 @@ def build_parser() -> argparse.ArgumentParser:
                            "0.001,0.002,0.005,0.01,0.02)")
     tune.add_argument("--pot-risks", type=_number_list,
                       help="tail risks of the POT threshold (default: 0.001,0.0001)")
-    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     tune.set_defaults(func=cmd_tune)
 
     submit = commands.add_parser("submit", help="submit the job to the Flink cluster",

@@ -233,14 +233,23 @@ class AlertsConfig:
     open_after_windows: int = 2
     # ...and ends after this many consecutive normal ones.
     close_after_windows: int = 3
+    # A metric out of its training range in this many windows of one run has drifted (288
+    # windows sliding by 5 minutes: one day); the run ends after this many in range.
+    drift_after_windows: int = 288
+    drift_clear_after_windows: int = 12
 
     def _validate(self) -> None:
-        _require_positive_int("alerts.open_after_windows", self.open_after_windows)
-        _require_positive_int("alerts.close_after_windows", self.close_after_windows)
+        for name in ("open_after_windows", "close_after_windows", "drift_after_windows",
+                     "drift_clear_after_windows"):
+            _require_positive_int(f"alerts.{name}", getattr(self, name))
 
     def policy(self):
         from models.incidents import IncidentPolicy
         return IncidentPolicy(self.open_after_windows, self.close_after_windows)
+
+    def drift_policy(self):
+        from models.drift import DriftPolicy
+        return DriftPolicy(self.drift_after_windows, self.drift_clear_after_windows)
 
 
 @dataclass(frozen=True)

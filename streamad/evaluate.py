@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from models.data import TIME_MS_COLUMN, load_events_csv
+from models.drift import DriftTracker
 from models.detector import Detector, DetectorSettings
 from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
                                false_alarm_runs, hit_rate, point_adjusted,
@@ -394,11 +395,24 @@ def incident_summary(config, data, test_aggregates, scored, labels, days) -> dic
             covered = (labeled_times >= incident.start - size_ms) & (labeled_times < end)
             false += not covered.any()
         result[d.key] = {"incidents": len(found), "false_incidents": false,
-                         "false_alerts_per_day": false / days[d.key]}
+                         "false_alerts_per_day": false / days[d.key],
+                         "drift_alerts": drift_alerts_of(d.key, own, config)}
     result["mean"] = {"incidents": float(np.mean([r["incidents"] for r in result.values()])),
                       "false_alerts_per_day": float(np.mean(
                           [r["false_alerts_per_day"] for r in result.values()]))}
     return result
+
+
+def drift_alerts_of(key: str, windows: pd.DataFrame, config: JobConfig) -> list[dict]:
+    """The drift alerts the job would raise on a key's scored windows (in time order)."""
+    tracker = DriftTracker(key, config.alerts.drift_policy())
+    alerts = []
+    for end_ms, out_of_range in zip(windows.window_end_ms, windows.out_of_range):
+        for kind, run in tracker.update(int(end_ms), out_of_range):
+            if kind == "drift":
+                alerts.append({"metric": str(run.metric), "since_ms": run.since,
+                               "declared_ms": run.declared_at})
+    return alerts
 
 
 def _cell(value, digits=3) -> str:
@@ -438,15 +452,16 @@ def markdown_report(report: dict) -> str:
     keys = report["data"]["keys"]
     lines += ["", f"Per key, {main['name']} ({main['threshold']}):", "",
               "| key | point P | point R | point F1 | composite F1 | "
-              f"PA%{PA_K_PERCENT} F1 | incidents | false incidents / day |",
-              "|---|---|---|---|---|---|---|---|"]
+              f"PA%{PA_K_PERCENT} F1 | incidents | false incidents / day | drift alerts |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for key in keys:
         f = main["per_key"][key]
         inc = report["incidents"][key]
         lines.append(f"| {key} | {_cell(f['precision'])} | {_cell(f['recall'])} | "
                      f"{_cell(f['f1'])} | {_cell(f['composite_f1'])} | "
                      f"{_cell(f[f'pa{PA_K_PERCENT}_f1'])} | {inc['incidents']} | "
-                     f"{_cell(inc['false_alerts_per_day'], 2)} |")
+                     f"{_cell(inc['false_alerts_per_day'], 2)} | "
+                     f"{', '.join(a['metric'] for a in inc['drift_alerts']) or '-'} |")
     explanations = report["explanations"]
     if explanations:
         mean = explanations["mean"]

@@ -68,3 +68,12 @@ def test_tune_chooses_on_other_keys_and_agrees_with_evaluate(labeled_folder, tmp
     evaluation = json.loads((evaluated / "evaluation.json").read_text())
     assert evaluation["rows"][0]["per_key"][key]["f1"] == pytest.approx(result["held_out_f1"])
     assert "Mean held-out point F1" in (out / "tuning.md").read_text()
+
+
+def test_tune_help_states_the_grid_tune_uses():
+    from streamad.cli import build_parser
+    from streamad.tune import DEFAULT_CAPS, DEFAULT_POT_RISKS, DEFAULT_RATES
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["tune"]
+                         .format_help().split())
+    for values in (DEFAULT_CAPS, DEFAULT_RATES, DEFAULT_POT_RISKS):
+        assert "default: " + ",".join(f"{v:g}" for v in values) in help_text

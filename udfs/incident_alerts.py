@@ -1,8 +1,10 @@
-"""The alert policy in the job: a keyed process function around `IncidentTracker`.
+"""The alert policy in the job: a keyed process function around `IncidentTracker` and
+`DriftTracker`.
 
-Window scores arrive keyed by the schema's key, in window order. The tracker's state lives in
-Flink keyed state, so it is checkpointed and restored with the job, and alerts stay
-exactly-once. One row goes out when an incident opens and one when it ends.
+Window scores arrive keyed by the schema's key, in window order. Both trackers' state lives
+in Flink keyed state, so it is checkpointed and restored with the job, and alerts stay
+exactly-once. One row goes out when an incident opens and one when it ends; one when a metric
+starts drifting and one when its drift ends.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from models.detector import driver_columns
+from models.drift import DriftPolicy, DriftRun, DriftTracker
 from models.incidents import IncidentPolicy, IncidentTracker
 
 
@@ -33,34 +36,51 @@ def alert_type_info(explain_top: int):
     return Types.ROW_NAMED([n for n, _ in fields], [t for _, t in fields])
 
 
+def drift_alert_values(kind: str, key: str, run: DriftRun, model_version: str,
+                       explain_top: int) -> list:
+    """A drift event in the alert row layout: the run's span, the metric in out_of_range,
+    and no score, grade, threshold or drivers (a drift is not scored)."""
+    return [kind, key, run.since[0], run.last_out[1] if kind == "drift_end" else None,
+            run.declared_at[1], None, None, run.windows, None, model_version, run.metric,
+            *[None] * (2 * explain_top)]
+
+
 class IncidentAlerts(KeyedProcessFunction):
     """Rows (key, window_start, window_end, score, grade, is_anomaly, threshold,
     model_version, out_of_range, driver_1, driver_1_share, ...) -> alert rows."""
 
-    def __init__(self, open_after: int, close_after: int, explain_top: int):
-        self.open_after = open_after
-        self.close_after = close_after
+    def __init__(self, incident_policy: IncidentPolicy, drift_policy: DriftPolicy,
+                 explain_top: int):
+        self.incident_policy = incident_policy
+        self.drift_policy = drift_policy
         self.explain_top = explain_top
-        self._state = None
+        self._incidents = None
+        self._drift = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._policy = IncidentPolicy(self.open_after, self.close_after)
-        self._state = runtime_context.get_state(
+        self._incidents = runtime_context.get_state(
             ValueStateDescriptor("incident_tracker", Types.PICKLED_BYTE_ARRAY()))
+        self._drift = runtime_context.get_state(
+            ValueStateDescriptor("drift_tracker", Types.PICKLED_BYTE_ARRAY()))
 
     def process_element(self, window: Row, ctx: KeyedProcessFunction.Context):
         key, start, end, score, grade, anomalous, threshold, version, out_of_range = window[:9]
-        tracker = IncidentTracker.from_state(key, self._policy, self._state.value())
         # A window's time is its (start, end): an incident runs from the start of its first
         # anomalous window to the end of its last; the peak window's details go along.
+        tracker = IncidentTracker.from_state(key, self.incident_policy, self._incidents.value())
         event = tracker.update((start, end), bool(anomalous), score, grade,
                                [threshold, version, out_of_range, *window[9:]])
-        self._state.update(tracker.state())
-        if event is None:
-            return
-        kind, incident = event
-        threshold, version, out_of_range, *drivers = incident.peak_details
-        yield Row(kind, key, incident.start[0],
-                  None if incident.end is None else incident.end[1], incident.opened_at[1],
-                  incident.peak_score, incident.peak_grade, incident.windows, threshold,
-                  version, out_of_range, *drivers)
+        self._incidents.update(tracker.state())
+        if event is not None:
+            kind, incident = event
+            threshold, version_at_peak, peak_out_of_range, *drivers = incident.peak_details
+            yield Row(kind, key, incident.start[0],
+                      None if incident.end is None else incident.end[1], incident.opened_at[1],
+                      incident.peak_score, incident.peak_grade, incident.windows, threshold,
+                      version_at_peak, peak_out_of_range, *drivers)
+
+        drift = DriftTracker.from_state(key, self.drift_policy, self._drift.value())
+        drift_events = drift.update((start, end), out_of_range.split(",") if out_of_range else [])
+        self._drift.update(drift.state())
+        for kind, run in drift_events:
+            yield Row(*drift_alert_values(kind, key, run, version, self.explain_top))

@@ -22,7 +22,7 @@ from pyflink.table.udf import FunctionContext, ScalarFunction
 
 log = logging.getLogger(__name__)
 
-SCORE_FIELDS = ("score", "grade", "is_anomaly", "threshold")
+SCORE_FIELDS = ("score", "grade", "is_anomaly", "threshold", "out_of_range")
 
 
 def escape_tag(value: str) -> str:
@@ -34,21 +34,37 @@ def escape_tag(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
+def escape_string_field(value: str) -> str:
+    r"""Quote a string field value for line protocol.
+
+    >>> print(escape_string_field('m06,"x"'))
+    "m06,\"x\""
+    """
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def to_line_protocol(measurement: str, key_tag: str, keys: pd.Series, model_versions: pd.Series,
                      window_end_ms: np.ndarray, fields: pd.DataFrame) -> list[str]:
     """One line per window: tags key and model_version, timestamp the window end (ms).
 
-    Non-finite numbers are left out (line protocol has no NaN).
+    Non-finite numbers and empty strings are left out (line protocol has no NaN, and an
+    absent field reads back as null). Integer columns are written as integers.
 
     >>> to_line_protocol("s", "host", pd.Series(["a"]), pd.Series(["v1"]), np.array([60000]),
-    ...                  pd.DataFrame({"score": [0.5], "is_anomaly": [True], "n": [3.0]}))
-    ['s,host=a,model_version=v1 score=0.5,is_anomaly=true,n=3.0 60000']
+    ...                  pd.DataFrame({"score": [0.5], "is_anomaly": [True], "n": [3.0],
+    ...                                "c": [2], "why": ["m1"]}))
+    ['s,host=a,model_version=v1 score=0.5,is_anomaly=true,n=3.0,c=2i,why="m1" 60000']
     """
     columns = []
     for name in fields.columns:
         values = fields[name].to_numpy()
         if values.dtype == bool:
             columns.append([f"{name}=true" if v else f"{name}=false" for v in values.tolist()])
+        elif values.dtype == object:
+            columns.append([f"{name}={escape_string_field(v)}" if v else ""
+                            for v in values.tolist()])
+        elif np.issubdtype(values.dtype, np.integer):
+            columns.append([f"{name}={v}i" for v in values.tolist()])
         else:
             # repr gives the shortest text that reads back as the same float.
             columns.append([f"{name}={v!r}" if math.isfinite(v) else ""
@@ -98,6 +114,12 @@ class WriteScoresToInflux(ScalarFunction):
              *values: pd.Series) -> pd.Series:
         fields = pd.concat(values, axis=1, keys=list(SCORE_FIELDS) + self.feature_names)
         fields["is_anomaly"] = fields["is_anomaly"].astype(bool)
+        # The metrics beyond the scaling cap (comma-separated, as in the alerts) and their
+        # number: a drifting metric shows as a count that stays up for hours or days.
+        out_of_range = fields.pop("out_of_range").fillna("").astype(str).to_numpy(object)
+        fields.insert(4, "out_of_range", out_of_range)
+        fields.insert(5, "out_of_range_count",
+                      np.array([len(v.split(",")) if v else 0 for v in out_of_range], np.int64))
         end_ms = (pd.to_datetime(window_ends).astype("datetime64[ms]").astype(np.int64)
                   .to_numpy())
         lines = to_line_protocol(self.measurement, self.key_tag, keys, model_versions, end_ms,

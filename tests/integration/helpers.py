@@ -11,12 +11,14 @@ import pandas as pd
 
 from models.artifact import load_artifact
 from models.data import TIME_MS_COLUMN
+from models.drift import DriftTracker
 from models.incidents import IncidentTracker
 from models.train import features_for, windows_for
 from streamad.alerts import read_topic
 from streamad.config import JobConfig
 from streamad.replay import make_producer
 from streamad.stack import influxdb
+from udfs.incident_alerts import alert_fields, drift_alert_values
 
 
 def expected_windows(config: JobConfig, events: pd.DataFrame) -> pd.DataFrame:
@@ -34,12 +36,18 @@ def expected_windows(config: JobConfig, events: pd.DataFrame) -> pd.DataFrame:
 
 def expected_alerts(config: JobConfig, windows: pd.DataFrame) -> list[dict]:
     """The alerts the incident policy gives on `expected_windows`, offline."""
+    explain_top = config.model.explain_top
+    names = [name for name, _ in alert_fields(explain_top)][:11]
     alerts = []
     for key, own in windows.sort_values("window_end_ms").groupby("key"):
         tracker = IncidentTracker(key, config.alerts.policy())
+        drift = DriftTracker(key, config.alerts.drift_policy())
         for row in own.itertuples():
-            event = tracker.update((iso(row.window_start_ms), iso(row.window_end_ms)),
-                                   row.is_anomaly, row.score, row.grade,
+            span = (iso(row.window_start_ms), iso(row.window_end_ms))
+            for kind, run in drift.update(span, row.out_of_range):
+                values = drift_alert_values(kind, key, run, "", explain_top)
+                alerts.append(dict(zip(names, values[:11])) | {"drivers": []})
+            event = tracker.update(span, row.is_anomaly, row.score, row.grade,
                                    [row.drivers, row.out_of_range])
             if event:
                 kind, incident = event
@@ -54,7 +62,8 @@ def expected_alerts(config: JobConfig, windows: pd.DataFrame) -> list[dict]:
 
 
 def alert_identity(alert: dict) -> tuple:
-    return alert["alert"], alert["key"], alert["incident_start"], alert["opened_at"]
+    return (alert["alert"], alert["key"], alert["incident_start"], alert["opened_at"],
+            alert["out_of_range"])
 
 
 def assert_alerts_match(alerts: list[dict], expected: list[dict]) -> None:
@@ -65,6 +74,9 @@ def assert_alerts_match(alerts: list[dict], expected: list[dict]) -> None:
         want = by_identity[alert_identity(alert)]
         assert alert["incident_end"] == want["incident_end"]
         assert alert["windows"] == want["windows"]
+        if alert["alert"].startswith("drift"):
+            assert alert["peak_score"] is None and alert["threshold"] is None
+            continue
         assert np.isclose(alert["peak_score"], want["peak_score"], rtol=1e-9)
         assert np.isclose(alert["peak_grade"], want["peak_grade"], rtol=1e-9)
         assert alert["peak_score"] > alert["threshold"]
@@ -131,6 +143,9 @@ def assert_points_match(points: pd.DataFrame, expected: pd.DataFrame, key_field:
     assert (merged["is_anomaly_job"].astype(bool) == merged["is_anomaly"]).all()
     np.testing.assert_allclose(merged["grade_job"].astype(float), merged["grade"], rtol=1e-9,
                                atol=1e-12, err_msg="grades differ")
+    out_of_range = merged["out_of_range"].map(",".join)
+    assert (merged["out_of_range_job"].fillna("") == out_of_range).all(), "out_of_range differs"
+    assert (merged["out_of_range_count"] == merged["out_of_range"].map(len)).all()
     for column in [c for c in expected.columns if "__" in c or c == "event_count"]:
         np.testing.assert_allclose(merged[f"{column}_job"].astype(float), merged[column],
                                    rtol=1e-9, atol=1e-12, err_msg=column)

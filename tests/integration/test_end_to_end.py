@@ -55,12 +55,15 @@ def test_job_output_equals_offline_scoring_and_bad_events_are_dead_lettered(
     assert len(points) == len(expected)
     assert_points_match(points, expected, config.schema.key_field)
 
-    # 2. one alert per incident opened and one per incident ended, as the policy gives
-    #    offline, read with read_committed
+    # 2. one alert per incident opened and one per incident ended, and one per metric that
+    #    starts and stops drifting, as the policies give offline, read with read_committed
     alerts = read_json_topic(config, config.kafka.alerts_topic)
     want = expected_alerts(config, expected)
-    assert {a["alert"] for a in want} == {"open", "end"}, "the slices should open and end incidents"
-    assert len(want) < expected["is_anomaly"].sum(), "incidents should group anomalous windows"
+    assert {a["alert"] for a in want} == {"open", "end", "drift", "drift_end"}, \
+        "the slices should open and end incidents, and drift"
+    incident_alerts = [a for a in want if a["alert"] in ("open", "end")]
+    assert len(incident_alerts) < expected["is_anomaly"].sum(), \
+        "incidents should group anomalous windows"
     assert_alerts_match(alerts, want)
     assert all(a["model_version"].startswith(config.model.kind + "-") for a in alerts)
 

@@ -39,6 +39,7 @@ def _write_scores(config, measurement: str) -> int:
             score = pd.Series(np.linspace(0.4, 0.7, n))
             written = writer.eval(pd.Series([machine] * n), ends, pd.Series(["iforest-test"] * n),
                                   score, score, score > 0.6, pd.Series([0.6] * n),
+                                  pd.Series(["m06,m16" if i % 2 else "" for i in range(n)]),
                                   pd.Series([10.0] * n), pd.Series(np.arange(n) / 10))
             assert written.sum() == n
     finally:
@@ -69,6 +70,10 @@ def test_every_dashboard_query_returns_series(stack_config):
                 # scores above 0.6 of 0.4..0.7 in 12 steps: 4 per machine
                 assert len(values) == 4 * len(MACHINES)
                 assert all(row[1] > 0.6 for row in values)
+            if panel["title"].startswith("Metrics out of their training range"):
+                # every other window has two metrics out of range: each 10-minute bucket
+                # holds one window, so the buckets alternate 0 and 2
+                assert sorted({row[1] for row in values}) == [0, 2]
 
 
 def test_rewriting_a_window_overwrites_its_point(stack_config):

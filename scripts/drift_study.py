@@ -1,0 +1,193 @@
+"""Would automatic re-baselining, or other explanations, help on SMD? The measurements behind
+the README's "Drift" and "Where this falls short" paragraphs.
+
+    bin/streamad python scripts/drift_study.py   # about 1 minute; prints the tables and
+                                                 # writes models/results/smd/drift_study.md
+
+Everything the configured detector does (windows, features, scaling, scorer, per-key
+quantile threshold) is the product's code; only the treatment of drift differs per row. The
+drift signal is causal: per key and metric, the mean of the window means over the trailing
+`context` windows (one day by default), compared with the key's training mean in units of its
+training standard deviation.
+
+- ``none``: the product as configured;
+- ``recenter all``: every metric's level features (mean, min, max, last) minus that trailing
+  mean, in training and in test alike;
+- ``recenter drifted k``: the same, only where the trailing mean is more than k sd from the
+  training mean;
+- ``neutralize drifted k``: where it is, the metric's features are replaced by their training
+  means, so the scorer ignores the metric while it drifts.
+
+Then the daily spikes: per key and metric, the minutes of the day at which the metric is more
+than 20 training sd from its training mean on at least 5 days of the train half, and how
+many of the test half's events at those minutes are labeled anomalous.
+
+Then the explanation variants, on the configured detector's test windows: HitRate@100% and
+@150% for the PCA residuals (what the product ships) and for the per-metric |z| of the
+window's features (the largest over the metric's statistics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.detector import Detector
+from models.data import TIME_MS_COLUMN
+from models.evaluation import hit_rate, precision_recall_f1
+from models.features import feature_names
+from streamad.cli import DEFAULT_DATA_DIR
+from streamad.config import load_config
+from streamad.evaluate import (LABEL_COLUMN, find_keys, load_key, points_of, windowed_run)
+
+LEVEL_STATISTICS = ("mean", "min", "max", "last")
+
+
+def trailing_means(aggregates, features, key_field, metrics, context: int) -> pd.DataFrame:
+    """Per key, the mean over the trailing `context` windows of each metric's window mean."""
+    order = np.lexsort((aggregates["window_start_ms"].to_numpy(),
+                        aggregates[key_field].to_numpy()))
+    means = features.iloc[order][[f"{m}__mean" for m in metrics]]
+    keys = aggregates[key_field].to_numpy()[order]
+    trailing = means.groupby(keys).transform(
+        lambda column: column.rolling(context, min_periods=1).mean())
+    return trailing.reindex(features.index)
+
+
+def treated(features, aggregates, is_train, key_field, metrics, trailing, mode, k):
+    features = features.copy()
+    keys = aggregates[key_field]
+    train_mean = features.loc[is_train].groupby(keys[is_train]).mean()
+    train_std = features.loc[is_train].groupby(keys[is_train]).std()
+    for metric in metrics:
+        level = trailing[f"{metric}__mean"]
+        shift = level - keys.map(train_mean[f"{metric}__mean"])
+        spread = keys.map(np.maximum(train_std[f"{metric}__mean"], 1e-3))
+        drifted = (shift.abs() / spread > k) if k is not None else pd.Series(True, level.index)
+        if mode == "recenter":
+            for statistic in LEVEL_STATISTICS:
+                name = f"{metric}__{statistic}"
+                features[name] = np.where(drifted, features[name] - shift, features[name])
+        elif mode == "neutralize":
+            for statistic in (*LEVEL_STATISTICS, "std"):
+                name = f"{metric}__{statistic}"
+                features[name] = np.where(drifted, keys.map(train_mean[name]), features[name])
+    return features
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    parser.add_argument("--output", default="models/results/smd/drift_study.md")
+    parser.add_argument("--context", type=int, default=288,
+                        help="trailing windows of the drift signal (default 288: one day)")
+    args = parser.parse_args()
+
+    config = load_config()
+    data_dir = Path(args.data_dir)
+    data = [load_key(data_dir, key, config) for key in find_keys(data_dir)]
+    metrics = list(config.schema.metric_fields)
+    names = feature_names(metrics, config.features.statistics, config.features.include_count)
+    key_field = config.schema.key_field
+    aggregates, features, is_train = windowed_run(config, data)
+    trailing = trailing_means(aggregates, features, key_field, metrics, args.context)
+    settings = config.model.detector_settings()
+    test = ~is_train
+
+    def run(frame):
+        detector = Detector(names, settings).fit(frame.loc[is_train, names],
+                                                 aggregates.loc[is_train, key_field])
+        scored = detector.score(frame.loc[test, names], aggregates.loc[test, key_field],
+                                explain=False)
+        points = points_of(data, aggregates.loc[test], scored, config)
+        return {d.key: precision_recall_f1(points[d.key]["is_anomaly"].to_numpy(bool),
+                                           d.test[LABEL_COLUMN].to_numpy())["f1"]
+                for d in data}, detector
+
+    rows = [("none", None, "none (as configured)"), ("recenter", None, "recenter all")]
+    rows += [("recenter", k, f"recenter drifted {k}") for k in (3, 6)]
+    rows += [("neutralize", k, f"neutralize drifted {k}") for k in (3, 5, 8)]
+    keys = [d.key for d in data]
+    lines = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    say(f"# Drift treatments and explanations on {data_dir}\n")
+    say(f"Drift signal: trailing mean of {args.context} windows; k in training sd.\n")
+    say(f"| treatment | mean point F1 | {' | '.join(keys)} |")
+    say("|---|---|" + "---|" * len(keys))
+    detector = None
+    for mode, k, label in rows:
+        frame = features if mode == "none" else treated(
+            features, aggregates, is_train, key_field, metrics, trailing, mode, k)
+        f1, fitted = run(frame)
+        detector = detector or fitted
+        say(f"| {label} | {np.mean(list(f1.values())):.3f} | "
+            + " | ".join(f"{f1[key]:.2f}" for key in keys) + " |")
+
+    daily_spike_study(data, metrics, config, say)
+    explanation_study(detector, data, aggregates, features, test, names, key_field, metrics,
+                      config, say)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text("\n".join(lines) + "\n")
+
+
+def daily_spike_study(data, metrics, config, say, far_sd: float = 20.0, min_days: int = 5):
+    say(f"\n| key | metric | minute of the day | train days beyond {far_sd:g} sd | "
+        "test events at that minute | of which labeled anomalous |\n|---|---|---|---|---|---|")
+    minute_of = lambda frame: (frame[TIME_MS_COLUMN].to_numpy() // 60_000) % 1440
+    for d in data:
+        train_minute, test_minute = minute_of(d.train), minute_of(d.test)
+        labels = d.test[LABEL_COLUMN].to_numpy()
+        for metric in metrics:
+            values = d.train[metric].to_numpy(np.float64)
+            spread = values.std()
+            if spread == 0:
+                continue
+            far = np.abs(values - values.mean()) > far_sd * spread
+            for minute, days in zip(*np.unique(train_minute[far], return_counts=True)):
+                if days >= min_days:
+                    at = test_minute == minute
+                    say(f"| {d.key} | {metric} | {minute // 60:02d}:{minute % 60:02d} | {days} | "
+                        f"{at.sum()} | {int(labels[at].sum())} |")
+
+
+def explanation_study(detector, data, aggregates, features, test, names, key_field, metrics,
+                      config, say) -> None:
+    keys = aggregates.loc[test, key_field].to_numpy().astype(str)
+    matrix = features.loc[test, names].to_numpy(np.float64)
+    scaled = detector.scaler_.transform(matrix, keys)
+    _, residuals = detector.pooled_scorer_.score_and_contributions(scaled)
+    to_metric = detector._to_metric  # features x metrics, 0/1
+    largest_z = np.stack([np.abs(scaled)[:, to_metric[:, j] > 0].max(axis=1)
+                          for j in range(to_metric.shape[1])], axis=1)
+    variants = {"PCA residuals (shipped)": residuals @ to_metric,
+                "largest z-magnitude per metric": largest_z}
+    say("\n| explanation | HitRate@100% | HitRate@150% |\n|---|---|---|")
+    for label, per_metric in variants.items():
+        frame = pd.DataFrame(per_metric, columns=detector.metrics,
+                             index=aggregates.index[test])
+        points = points_of(data, aggregates.loc[test], frame, config)
+        rates = {100: [], 150: []}
+        for d in data:
+            rows, truth = [], []
+            for start, end, true_metrics in d.interpretation:
+                for position in range(start, min(end, len(d.test))):
+                    rows.append(position)
+                    truth.append([detector.metrics.index(metrics[i]) for i in true_metrics])
+            if not rows:
+                continue
+            ranked = np.nan_to_num(points[d.key].loc[rows, detector.metrics].to_numpy())
+            for percent in rates:
+                rates[percent].append(hit_rate(ranked, truth, percent))
+        say(f"| {label} | {np.mean(rates[100]):.3f} | {np.mean(rates[150]):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
