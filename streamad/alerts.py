@@ -89,9 +89,16 @@ def format_alert(value: bytes) -> str:
     ...     b' "out_of_range": "m06", "drivers": [{"metric": "m06", "share": 0.62},'
     ...     b' {"metric": "m01", "share": 0.2}, {"metric": null, "share": null}]}')
     'OPEN  m1  since 2024-01-01T00:00:00Z  grade 0.71 (score 9.50 > 4.20)  drivers m06 62%, m01 20%  out of range: m06  (pca-1)'
+    >>> format_alert(b'{"key": "m1", "score": 9.5}')
+    '?     not an alert of this version: {"key": "m1", "score": 9.5}'
     """
-    alert = json.loads(value)
-    if alert["alert"] in ("drift", "drift_end"):
+    try:
+        alert = json.loads(value)
+        kind = alert["alert"]
+    except (ValueError, TypeError, KeyError):
+        # An older version's alert, or something else a producer put in the topic.
+        return f"?     not an alert of this version: {value[:300].decode(errors='replace')}"
+    if kind in ("drift", "drift_end"):
         return _format_drift(alert)
     drivers = ", ".join(f"{d['metric']} {d['share']:.0%}" for d in alert.get("drivers") or []
                         if d.get("metric"))

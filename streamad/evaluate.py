@@ -415,6 +415,13 @@ def drift_alerts_of(key: str, windows: pd.DataFrame, config: JobConfig) -> list[
     return alerts
 
 
+def _drift_cell(alerts: list[dict]) -> str:
+    """'3 (m04, m06)': how many drift alerts, and of which metrics."""
+    if not alerts:
+        return "-"
+    return f"{len(alerts)} ({', '.join(sorted({a['metric'] for a in alerts}))})"
+
+
 def _cell(value, digits=3) -> str:
     if value is None:
         return "–"
@@ -461,7 +468,7 @@ def markdown_report(report: dict) -> str:
                      f"{_cell(f['f1'])} | {_cell(f['composite_f1'])} | "
                      f"{_cell(f[f'pa{PA_K_PERCENT}_f1'])} | {inc['incidents']} | "
                      f"{_cell(inc['false_alerts_per_day'], 2)} | "
-                     f"{', '.join(a['metric'] for a in inc['drift_alerts']) or '-'} |")
+                     f"{_drift_cell(inc['drift_alerts'])} |")
     explanations = report["explanations"]
     if explanations:
         mean = explanations["mean"]
