@@ -118,7 +118,7 @@ def build_job(t_env: StreamTableEnvironment, config: JobConfig,
     windows = t_env.to_data_stream(t_env.sql_query(sql.scored_windows_query(explain_top)))
     incident_alerts = (windows
                        .key_by(lambda row: row[0])
-                       .process(IncidentAlerts(config.alerts.policy(),
+                       .process(IncidentAlerts(config.alerts.policy(config.window),
                                                config.alerts.drift_policy(),
                                                explain_top),
                                 output_type=alert_type_info(explain_top))

@@ -5,7 +5,8 @@ opens after ``open_after`` consecutive anomalous windows of a key, stays open wh
 are anomalous, and ends after ``close_after`` consecutive normal windows (the key has
 recovered). An open incident raises one alert when it opens and one update when it ends,
 never one per window. After an incident ends, a new one needs ``open_after`` anomalous
-windows again.
+windows again. A key's first ``warmup`` windows open nothing: they began before its first
+event, so they hold fewer events than a full window and look anomalous for that alone.
 
 `IncidentTracker` is the per-key state machine; its state is a small dict so the streaming
 job can keep it in Flink state. `incidents_of` runs it over a whole history offline.
@@ -21,12 +22,14 @@ from typing import Iterable
 class IncidentPolicy:
     open_after: int = 2
     close_after: int = 3
+    warmup: int = 0
 
     def __post_init__(self):
-        for name in ("open_after", "close_after"):
+        for name, least in (("open_after", 1), ("close_after", 1), ("warmup", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number of windows >= 1, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be a whole number of windows >= {least}, got "
+                                 f"{value!r}.")
 
 
 @dataclass
@@ -66,10 +69,14 @@ class IncidentTracker:
         self.pending: list = []  # (score, grade, details) of the run before opening
         self.incident: Incident | None = None
         self.last_anomalous: int | None = None
+        self.seen = 0
 
     def update(self, time: int, anomalous: bool, score: float, grade: float,
                details: list | None = None):
         """Feed one window; returns ("open" | "end", Incident) when that happens, else None."""
+        if self.seen < self.policy.warmup:
+            self.seen += 1
+            anomalous = False
         if anomalous:
             self.normal_run = 0
             self.anomalous_run += 1
@@ -107,7 +114,7 @@ class IncidentTracker:
         return {"run_start": self.run_start, "anomalous_run": self.anomalous_run,
                 "normal_run": self.normal_run, "pending": self.pending,
                 "incident": None if self.incident is None else self.incident.to_dict(),
-                "last_anomalous": self.last_anomalous}
+                "last_anomalous": self.last_anomalous, "seen": self.seen}
 
     @classmethod
     def from_state(cls, key: str, policy: IncidentPolicy, state: dict | None
@@ -120,6 +127,8 @@ class IncidentTracker:
             tracker.pending = list(state["pending"])
             tracker.incident = None if state["incident"] is None else Incident(**state["incident"])
             tracker.last_anomalous = state["last_anomalous"]
+            # State written before warm-up existed is past it.
+            tracker.seen = state.get("seen", policy.warmup)
         return tracker
 
     @staticmethod

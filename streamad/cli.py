@@ -242,14 +242,20 @@ def cmd_demo(args, config: JobConfig) -> int:
     if replay_errors:
         raise replay_errors[0]
     _say("== 5/5 Summary ==")
+    from models.artifact import load_artifact
+    version = load_artifact(config.artifact_path).model_version
+    # Earlier runs' scores stay in the measurement; this model's are this run's (a window
+    # scored again by the same model overwrites its point).
     points = influxdb.query(config.influxdb.url,
-                            f'SELECT count("score") FROM "{config.influxdb.measurement}"',
+                            f'SELECT count("score") FROM "{config.influxdb.measurement}" '
+                            f"WHERE \"model_version\" = '{version}'",
                             database=config.influxdb.database,
                             token=config.influxdb.read_token())
     series = points["results"][0].get("series", [])
     scored = series[0]["values"][0][1] if series else 0
     _say()
-    _say(f"{count:,} alert(s) from this run; {scored:,} window scores in InfluxDB.")
+    _say(f"{count:,} alert(s) from this run; {scored:,} window scores of model {version} in "
+         f"InfluxDB.")
     _print_endpoints(config)
     _say("Grafana: provisioning and a dashboard are in docker/grafana/.")
     _say("Stop everything with:  bin/streamad stack down")

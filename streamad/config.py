@@ -243,9 +243,12 @@ class AlertsConfig:
                      "drift_clear_after_windows"):
             _require_positive_int(f"alerts.{name}", getattr(self, name))
 
-    def policy(self):
+    def policy(self, window: "WindowConfig"):
+        """The incident policy for windows of this shape: a key's first windows that can
+        begin before its first event (size / slide of them) open no incident."""
         from models.incidents import IncidentPolicy
-        return IncidentPolicy(self.open_after_windows, self.close_after_windows)
+        warmup = -(-window.size_s // window.effective_slide_s)
+        return IncidentPolicy(self.open_after_windows, self.close_after_windows, warmup)
 
     def drift_policy(self):
         from models.drift import DriftPolicy

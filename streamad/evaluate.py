@@ -386,7 +386,7 @@ def incident_summary(config, data, test_aggregates, scored, labels, days) -> dic
     for d in data:
         own = windows[windows[key_field] == d.key].sort_values("window_end_ms")
         found = incidents_of(d.key, zip(own.window_end_ms, own.is_anomaly, own.score,
-                                        own.grade), config.alerts.policy())
+                                        own.grade), config.alerts.policy(config.window))
         times = d.test[TIME_MS_COLUMN].to_numpy()
         labeled_times = times[labels[d.key] == 1]
         false = 0

@@ -40,7 +40,7 @@ def expected_alerts(config: JobConfig, windows: pd.DataFrame) -> list[dict]:
     names = [name for name, _ in alert_fields(explain_top)][:11]
     alerts = []
     for key, own in windows.sort_values("window_end_ms").groupby("key"):
-        tracker = IncidentTracker(key, config.alerts.policy())
+        tracker = IncidentTracker(key, config.alerts.policy(config.window))
         drift = DriftTracker(key, config.alerts.drift_policy())
         for row in own.itertuples():
             span = (iso(row.window_start_ms), iso(row.window_end_ms))
