@@ -115,3 +115,16 @@ def isolated(trained, tmp_path):
                         [config.kafka.events_topic, config.kafka.alerts_topic,
                          config.kafka.dead_letter_topic], config.kafka.partitions)
     return config, path
+
+
+@pytest.fixture
+def idle_cluster(stack_config) -> None:
+    """For tests that submit to the Flink cluster: a job already running there (the demo's,
+    say) holds the task slots, and the test's job would fail for want of one."""
+    from streamad.stack import flink
+    busy = flink.running_jobs(stack_config.flink.rest_url)
+    if busy:
+        pytest.fail(f"the Flink cluster at {stack_config.flink.rest_url} already runs "
+                    f"{', '.join(repr(job['name']) for job in busy)}, which holds its task "
+                    f"slots; cancel it in the web UI or run 'bin/streamad stack down', then "
+                    f"run the tests again.")

@@ -27,7 +27,7 @@ def _checkpoints_completed(config, job_id) -> int:
 
 
 def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
-        isolated, smd_slices):
+        isolated, smd_slices, idle_cluster):
     config, config_path = isolated
     events = ordered_events(smd_slices["test"], config)
     messages = [(key, value) for key, value, _ in encoded(events, config)]
