@@ -131,17 +131,19 @@ def main() -> None:
         say(f"| {label} | {np.mean(list(f1.values())):.3f} | "
             + " | ".join(f"{f1[key]:.2f}" for key in keys) + " |")
 
-    daily_spike_study(data, metrics, config, say)
+    daily_spike_study(data, metrics, say)
     explanation_study(detector, data, aggregates, features, test, names, key_field, metrics,
                       config, say)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text("\n".join(lines) + "\n")
 
 
-def daily_spike_study(data, metrics, config, say, far_sd: float = 20.0, min_days: int = 5):
+def daily_spike_study(data, metrics, say, far_sd: float = 20.0, min_days: int = 5):
     say(f"\n| key | metric | minute of the day | train days beyond {far_sd:g} sd | "
         "test events at that minute | of which labeled anomalous |\n|---|---|---|---|---|---|")
-    minute_of = lambda frame: (frame[TIME_MS_COLUMN].to_numpy() // 60_000) % 1440
+    def minute_of(frame):
+        return (frame[TIME_MS_COLUMN].to_numpy() // 60_000) % 1440
+
     for d in data:
         train_minute, test_minute = minute_of(d.train), minute_of(d.test)
         labels = d.test[LABEL_COLUMN].to_numpy()
