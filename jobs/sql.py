@@ -26,6 +26,9 @@ from streamad.config import JobConfig
 from udfs.influx_sink import SCORE_FIELDS
 
 PARSE_UDF, SCORE_UDF, WRITE_UDF = "parse_event", "score_windows", "write_scores"
+# The time attribute of the checked events once they are computed (see build_job): the same
+# instant as event_time, with the source's watermarks.
+ROWTIME = "rowtime"
 # Length of the sortable time prefix yyyyMMddHHmmssSSS of the "first" and "last" aggregates.
 _TIME_DIGITS = 17
 
@@ -193,10 +196,10 @@ FROM (
 def window_aggregates_query(config: JobConfig) -> str:
     window = config.window
     if window.kind == "hopping":
-        table_function = (f"HOP(TABLE good_events, DESCRIPTOR(event_time), "
+        table_function = (f"HOP(TABLE good_events, DESCRIPTOR({ROWTIME}), "
                           f"{seconds(window.slide_s)}, {seconds(window.size_s)})")
     else:
-        table_function = (f"TUMBLE(TABLE good_events, DESCRIPTOR(event_time), "
+        table_function = (f"TUMBLE(TABLE good_events, DESCRIPTOR({ROWTIME}), "
                           f"{seconds(window.size_s)})")
     # "first" and "last" are the values at the earliest and latest event times. Hopping
     # windows are computed from slices, which needs mergeable aggregates, and FIRST_VALUE and
@@ -228,7 +231,8 @@ FROM (
 
 def good_events_query(config: JobConfig) -> str:
     metrics = ", ".join(quote(m) for m in config.schema.metric_fields)
-    return f"SELECT event_key, event_time, {metrics} FROM checked WHERE reason IS NULL"
+    return (f"SELECT event_key, event_time, {ROWTIME}, {metrics} FROM checked "
+            f"WHERE reason IS NULL")
 
 
 def scored_query(aggregate_names: list[str]) -> str:
