@@ -30,19 +30,17 @@ window's features (the largest over the metric's statistics).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from models.detector import Detector
 from models.data import TIME_MS_COLUMN
 from models.evaluation import hit_rate, precision_recall_f1
-from models.features import feature_names
 from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
-from streamad.evaluate import (LABEL_COLUMN, find_keys, load_key, points_of, windowed_run)
+from streamad.evaluate import (LABEL_COLUMN, WindowedRun, find_keys, load_key,
+                               points_of)
 
 LEVEL_STATISTICS = ("mean", "min", "max", "last")
 
@@ -89,29 +87,18 @@ def main() -> None:
 
     config = load_config()
     data_dir = Path(args.data_dir)
-    data = [load_key(data_dir, key, config) for key in find_keys(data_dir)]
+    run = WindowedRun.of(config, [load_key(data_dir, key, config) for key in find_keys(data_dir)])
     metrics = list(config.schema.metric_fields)
-    names = feature_names(metrics, config.features.statistics, config.features.include_count)
     key_field = config.schema.key_field
-    aggregates, features, is_train = windowed_run(config, data)
+    aggregates, features, is_train = run.aggregates, run.features, run.is_train
     trailing = trailing_means(aggregates, features, key_field, metrics, args.context)
     settings = config.model.detector_settings()
-    test = ~is_train
-
-    def run(frame):
-        detector = Detector(names, settings).fit(frame.loc[is_train, names],
-                                                 aggregates.loc[is_train, key_field])
-        scored = detector.score(frame.loc[test, names], aggregates.loc[test, key_field],
-                                explain=False)
-        points = points_of(data, aggregates.loc[test], scored, config)
-        return {d.key: precision_recall_f1(points[d.key]["is_anomaly"].to_numpy(bool),
-                                           d.test[LABEL_COLUMN].to_numpy())["f1"]
-                for d in data}, detector
+    labels = run.labels
 
     rows = [("none", None, "none (as configured)"), ("recenter", None, "recenter all")]
     rows += [("recenter", k, f"recenter drifted {k}") for k in (3, 6)]
     rows += [("neutralize", k, f"neutralize drifted {k}") for k in (3, 5, 8)]
-    keys = [d.key for d in data]
+    keys = [d.key for d in run.data]
     lines = []
 
     def say(line: str) -> None:
@@ -126,14 +113,15 @@ def main() -> None:
     for mode, k, label in rows:
         frame = features if mode == "none" else treated(
             features, aggregates, is_train, key_field, metrics, trailing, mode, k)
-        f1, fitted = run(frame)
+        fitted, _, points = run.score(settings, features=frame)
+        f1 = {key: precision_recall_f1(points[key]["is_anomaly"].to_numpy(bool),
+                                       labels[key])["f1"] for key in keys}
         detector = detector or fitted
         say(f"| {label} | {np.mean(list(f1.values())):.3f} | "
             + " | ".join(f"{f1[key]:.2f}" for key in keys) + " |")
 
-    daily_spike_study(data, metrics, say)
-    explanation_study(detector, data, aggregates, features, test, names, key_field, metrics,
-                      config, say)
+    daily_spike_study(run.data, metrics, say)
+    explanation_study(detector, run, say)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text("\n".join(lines) + "\n")
 
@@ -160,10 +148,10 @@ def daily_spike_study(data, metrics, say, far_sd: float = 20.0, min_days: int = 
                         f"{at.sum()} | {int(labels[at].sum())} |")
 
 
-def explanation_study(detector, data, aggregates, features, test, names, key_field, metrics,
-                      config, say) -> None:
-    keys = aggregates.loc[test, key_field].to_numpy().astype(str)
-    matrix = features.loc[test, names].to_numpy(np.float64)
+def explanation_study(detector, run: WindowedRun, say) -> None:
+    test = ~run.is_train
+    keys = run.aggregates.loc[test, run.config.schema.key_field].to_numpy().astype(str)
+    matrix = run.features.loc[test, run.feature_names].to_numpy(np.float64)
     scaled = detector.scaler_.transform(matrix, keys)
     _, residuals = detector.pooled_scorer_.score_and_contributions(scaled)
     to_metric = detector._to_metric  # features x metrics, 0/1
@@ -174,10 +162,11 @@ def explanation_study(detector, data, aggregates, features, test, names, key_fie
     say("\n| explanation | HitRate@100% | HitRate@150% |\n|---|---|---|")
     for label, per_metric in variants.items():
         frame = pd.DataFrame(per_metric, columns=detector.metrics,
-                             index=aggregates.index[test])
-        points = points_of(data, aggregates.loc[test], frame, config)
+                             index=run.aggregates.index[test])
+        points = points_of(run.data, run.aggregates.loc[test], frame, run.config)
         rates = {100: [], 150: []}
-        for d in data:
+        metrics = list(run.config.schema.metric_fields)
+        for d in run.data:
             rows, truth = [], []
             for start, end, true_metrics in d.interpretation:
                 for position in range(start, min(end, len(d.test))):

@@ -8,7 +8,6 @@ import time
 from typing import Iterator
 
 
-
 def _consumer(bootstrap_servers: str, from_beginning: bool = True):
     from kafka import KafkaConsumer
     return KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
@@ -102,9 +101,9 @@ def format_alert(value: bytes) -> str:
         return _format_drift(alert)
     drivers = ", ".join(f"{d['metric']} {d['share']:.0%}" for d in alert.get("drivers") or []
                         if d.get("metric"))
-    span = (f"since {alert['incident_start']}" if alert["alert"] == "open" else
+    span = (f"since {alert['incident_start']}" if kind == "open" else
             f"{alert['incident_start']} .. {alert['incident_end']}, {alert['windows']} windows")
-    line = (f"{alert['alert'].upper():5} {alert['key']}  {span}  grade {alert['peak_grade']:.2f} "
+    line = (f"{kind.upper():5} {alert['key']}  {span}  grade {alert['peak_grade']:.2f} "
             f"(score {alert['peak_score']:.2f} > {alert['threshold']:.2f})  drivers {drivers}")
     if alert.get("out_of_range"):
         line += f"  out of range: {alert['out_of_range']}"

@@ -126,18 +126,53 @@ def point_window_starts(times_ms: np.ndarray, size_ms: int, slide_ms: int) -> np
     return (times_ms // slide_ms) * slide_ms + slide_ms - size_ms
 
 
-def windowed_run(config: JobConfig, data: list[KeyData]):
-    """Train- and test-window features of all keys, computed as the job computes them."""
-    key_field = config.schema.key_field
-    events = pd.concat([pd.concat([d.train, d.test.drop(columns=LABEL_COLUMN)]) for d in data],
-                       ignore_index=True)
-    aggregates = windows_for(events, config)
-    features = features_for(aggregates, config)
-    boundary = {d.key: int(d.test[TIME_MS_COLUMN].min()) for d in data}
-    first_test = aggregates[key_field].map(boundary).to_numpy()
-    # A training window holds train events only; the test windows are all the others.
-    is_train = aggregates["window_end_ms"].to_numpy() <= first_test
-    return aggregates, features, is_train
+@dataclass
+class WindowedRun:
+    """Every key's train and test events in windows, computed as the job computes them, and
+    the one way to fit a detector on the train windows and score the test windows."""
+    config: JobConfig
+    data: list[KeyData]
+    aggregates: pd.DataFrame
+    features: pd.DataFrame
+    is_train: np.ndarray  # a training window holds train events only; the rest are test
+
+    @classmethod
+    def of(cls, config: JobConfig, data: list[KeyData]) -> "WindowedRun":
+        key_field = config.schema.key_field
+        events = pd.concat([pd.concat([d.train, d.test.drop(columns=LABEL_COLUMN)])
+                            for d in data], ignore_index=True)
+        aggregates = windows_for(events, config)
+        features = features_for(aggregates, config)
+        boundary = {d.key: int(d.test[TIME_MS_COLUMN].min()) for d in data}
+        first_test = aggregates[key_field].map(boundary).to_numpy()
+        is_train = aggregates["window_end_ms"].to_numpy() <= first_test
+        return cls(config, data, aggregates, features, is_train)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return feature_names(self.config.schema.metric_fields, self.config.features.statistics,
+                             self.config.features.include_count)
+
+    @property
+    def labels(self) -> dict[str, np.ndarray]:
+        return {d.key: d.test[LABEL_COLUMN].to_numpy(np.int64) for d in self.data}
+
+    def score(self, settings: DetectorSettings, explain: bool = False,
+              features: pd.DataFrame | None = None):
+        """The detector fitted on the train windows, its scored test windows (with the
+        per-metric shares as columns when `explain`), and per key what each test event takes.
+        `features` replaces the windows' features row for row (to study other treatments)."""
+        features = self.features if features is None else features
+        names, key_field, test = self.feature_names, self.config.schema.key_field, ~self.is_train
+        detector = Detector(names, settings).fit(features.loc[self.is_train, names],
+                                                 self.aggregates.loc[self.is_train, key_field])
+        scored, shares = detector.score_with_shares(
+            features.loc[test, names], self.aggregates.loc[test, key_field], explain=explain)
+        if explain:
+            scored = scored.join(pd.DataFrame(shares, columns=detector.metrics,
+                                              index=scored.index))
+        return detector, scored, points_of(self.data, self.aggregates.loc[test], scored,
+                                           self.config)
 
 
 def points_of(data: list[KeyData], aggregates: pd.DataFrame, values: pd.DataFrame,
@@ -214,14 +249,12 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
         steps.update()
     key_field = config.schema.key_field
     metrics = list(config.schema.metric_fields)
-    names = feature_names(metrics, config.features.statistics, config.features.include_count)
-    labels = {d.key: d.test[LABEL_COLUMN].to_numpy(np.int64) for d in data}
     days = {d.key: max(np.ptp(d.test[TIME_MS_COLUMN].to_numpy()) / MS_PER_DAY, 1e-9)
             for d in data}
 
     steps.set_postfix_str("window features")
-    aggregates, features, is_train = windowed_run(config, data)
-    train_keys = aggregates.loc[is_train, key_field].to_numpy()
+    run = WindowedRun.of(config, data)
+    labels = run.labels
     steps.update()
 
     rows: list[Row] = []
@@ -230,23 +263,11 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
         per_key = {k: figures(decisions[k], labels[k], days[k]) for k in decisions}
         rows.append(Row(name, threshold_name, per_key, mean_figures(per_key), group))
 
-    test = ~is_train
-
-    def run_windowed(settings: DetectorSettings, explain: bool = False):
-        """The detector, its scored test windows, and per key what each test event takes."""
-        detector = Detector(names, settings).fit(features.loc[is_train, names], train_keys)
-        scored, shares = detector.score_with_shares(
-            features.loc[test, names], aggregates.loc[test, key_field], explain=explain)
-        if explain:
-            scored = scored.join(pd.DataFrame(shares, columns=detector.metrics,
-                                              index=scored.index))
-        return detector, scored, points_of(data, aggregates.loc[test], scored, config)
-
     configured = config.model.detector_settings()
     other_method = "pot" if configured.threshold_method == "quantile" else "quantile"
     main_name = f"{configured.kind}, window features (configured)"
     steps.set_postfix_str(f"{configured.kind} (configured)")
-    main_detector, main_windows, main_points = run_windowed(configured, explain=True)
+    main_detector, main_windows, main_points = run.score(configured, explain=True)
     add_row(main_name, _threshold_name(configured),
             {k: p["is_anomaly"].to_numpy(bool) for k, p in main_points.items()})
     steps.update()
@@ -263,7 +284,7 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
     for kind in ("iforest", "pca", "robust_z", "knn"):
         steps.set_postfix_str(f"{kind}, window features")
         if kind != configured.kind and baselines:
-            _, _, points = run_windowed(_settings(config, kind=kind))
+            _, _, points = run.score(_settings(config, kind=kind))
             add_row(f"{kind}, window features", _threshold_name(configured),
                     {k: p["is_anomaly"].to_numpy(bool) for k, p in points.items()})
         steps.update()
@@ -314,8 +335,8 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
 
     steps.set_postfix_str("explanations and incidents")
     explanations = explanation_hit_rates(data, main_points, main_detector, metrics)
-    incidents = incident_summary(config, data, aggregates.loc[test], main_windows, labels,
-                                 days)
+    incidents = incident_summary(config, data, run.aggregates.loc[~run.is_train],
+                                 main_windows, labels, days)
     steps.update()
 
     report = {

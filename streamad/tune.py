@@ -29,14 +29,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from models.detector import Detector
 from models.evaluation import precision_recall_f1
-from models.features import feature_names
 from models.threshold import TailCalibrator
 from models.tuning import best_candidate, leave_one_key_out
 from streamad.config import JobConfig
-from streamad.evaluate import (LABEL_COLUMN, EvaluationError, find_keys, load_key, points_of,
-                               windowed_run)
+from streamad.evaluate import EvaluationError, WindowedRun, find_keys, load_key
 
 DEFAULT_CAPS = (5.0, 10.0)
 DEFAULT_RATES = (0.001, 0.002, 0.005, 0.01, 0.02)
@@ -100,24 +97,14 @@ def f1_table(config: JobConfig, data_dir: Path, candidates: Sequence[Candidate],
     if len(keys) < 2:
         raise EvaluationError(f"{data_dir} has labeled data of {len(keys)} key; tuning by "
                               f"leave-one-key-out needs at least 2.")
-    data = [load_key(Path(data_dir), key, config) for key in keys]
-    metrics = list(config.schema.metric_fields)
-    names = feature_names(metrics, config.features.statistics, config.features.include_count)
-    key_field = config.schema.key_field
-    aggregates, features, is_train = windowed_run(config, data)
-    test = ~is_train
-    labels = {d.key: d.test[LABEL_COLUMN].to_numpy(np.int64) for d in data}
+    run = WindowedRun.of(config, [load_key(Path(data_dir), key, config) for key in keys])
+    labels = run.labels
 
     fits = list(dict.fromkeys((c.kind, c.cap) for c in candidates))
     table = pd.DataFrame(index=[c.name for c in candidates], columns=keys, dtype=float)
     base = config.model.detector_settings()
     for kind, cap in tqdm(fits, desc="tune", unit="fit", disable=not progress, file=sys.stderr):
-        settings = dataclasses.replace(base, kind=kind, cap=cap)
-        detector = Detector(names, settings).fit(features.loc[is_train, names],
-                                                 aggregates.loc[is_train, key_field])
-        scored = detector.score(features.loc[test, names], aggregates.loc[test, key_field],
-                                explain=False)
-        points = points_of(data, aggregates.loc[test], scored, config)
+        detector, _, points = run.score(dataclasses.replace(base, kind=kind, cap=cap))
         for candidate in candidates:
             if (candidate.kind, candidate.cap) != (kind, cap):
                 continue
