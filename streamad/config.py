@@ -19,14 +19,14 @@ from typing import Any, Mapping
 
 import yaml
 
+from models.features import STATISTICS
+
 ENV_PREFIX = "STREAMAD__"
 TOKEN_ENV_VAR = "STREAMAD_INFLUXDB_TOKEN"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "jobs" / "default.yaml"
 
 TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
 WINDOW_KINDS = ("tumbling", "hopping")
-# Statistics the job can compute per metric and window; see models/features.py.
-KNOWN_STATISTICS = ("mean", "std", "min", "max", "range", "first", "last", "delta")
 # Flink SQL identifiers we generate must be plain: letters, digits, underscore.
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -145,19 +145,19 @@ class WindowConfig:
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    statistics: tuple[str, ...] = KNOWN_STATISTICS
+    statistics: tuple[str, ...] = STATISTICS
     # The event count of the window is a feature too (a silent or chatty key is news).
     include_count: bool = True
 
     def _validate(self) -> None:
         if not self.statistics:
             raise ConfigError(
-                f"features.statistics is empty; choose from {', '.join(KNOWN_STATISTICS)}."
+                f"features.statistics is empty; choose from {', '.join(STATISTICS)}."
             )
         for stat in self.statistics:
-            if stat not in KNOWN_STATISTICS:
+            if stat not in STATISTICS:
                 raise ConfigError(
-                    f"features.statistics has {stat!r}; allowed: {', '.join(KNOWN_STATISTICS)}."
+                    f"features.statistics has {stat!r}; allowed: {', '.join(STATISTICS)}."
                 )
         if len(set(self.statistics)) != len(self.statistics):
             raise ConfigError(f"features.statistics repeats a statistic: {list(self.statistics)}.")
