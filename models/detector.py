@@ -21,8 +21,8 @@ import pandas as pd
 
 from models.features import COUNT_COLUMN
 from models.scaling import KeyedScaler
-from models.scorers import make_scorer
-from models.threshold import TailCalibrator
+from models.scorers import SCORERS, make_scorer
+from models.threshold import LEVEL_NAMES, TailCalibrator, ThresholdRule
 
 BASELINES = ("pooled", "per_key")
 
@@ -36,6 +36,7 @@ class DetectorSettings:
     threshold_method: str = "quantile"
     target_alert_rate: float = 0.01
     pot_risk: float = 1e-3
+    median_multiple: float = 20.0
     n_estimators: int = 200
     pca_variance: float = 0.9
     n_neighbors: int = 5
@@ -43,6 +44,11 @@ class DetectorSettings:
     explain_top: int = 5
     # A key needs this many training windows for a model and a calibration of its own.
     min_key_windows: int = 200
+
+    @property
+    def threshold_rule(self) -> ThresholdRule:
+        method = self.threshold_method
+        return ThresholdRule(method, getattr(self, LEVEL_NAMES[method]))
 
 
 def driver_columns(explain_top: int) -> list[tuple[str, str]]:
@@ -53,6 +59,16 @@ def driver_columns(explain_top: int) -> list[tuple[str, str]]:
     [('driver_1', 'driver_1_share'), ('driver_2', 'driver_2_share')]
     """
     return [(f"driver_{i}", f"driver_{i}_share") for i in range(1, explain_top + 1)]
+
+
+def check_threshold_fits_scorer(rule: ThresholdRule, kind: str) -> None:
+    """Refuse a median-multiple threshold on a score whose zero is not "normal"."""
+    if rule.method == "median_multiple" and not SCORERS[kind].score_has_natural_zero:
+        scorers = [name for name, cls in SCORERS.items() if cls.score_has_natural_zero]
+        raise ValueError(
+            f"the median_multiple threshold needs a score that is 0 on exactly normal windows; "
+            f"the {kind} scorer's is not. Use it with {', '.join(scorers)}, or choose the "
+            f"quantile or pot threshold for {kind}.")
 
 
 def metric_of(feature: str) -> str:
@@ -85,6 +101,7 @@ class Detector:
     # ---------------------------------------------------------------- training
     def fit(self, features: pd.DataFrame, keys: Sequence) -> "Detector":
         settings = self.settings
+        check_threshold_fits_scorer(settings.threshold_rule, settings.kind)
         keys = np.asarray(keys).astype(str)
         X = self._matrix(features)
         self.scaler_ = KeyedScaler(cap=settings.cap,
@@ -116,8 +133,7 @@ class Detector:
                            n_neighbors=s.n_neighbors, random_state=s.random_state)
 
     def _threshold(self, calibrator: TailCalibrator) -> float:
-        s = self.settings
-        return calibrator.threshold(s.threshold_method, s.target_alert_rate, s.pot_risk)
+        return self.settings.threshold_rule.threshold(calibrator)
 
     def _matrix(self, features: pd.DataFrame) -> np.ndarray:
         missing = [f for f in self.feature_names if f not in features.columns]

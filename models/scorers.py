@@ -30,6 +30,11 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 class _Scorer(BaseEstimator):
     """What every scorer shares: input checks and filling non-finite values."""
 
+    # True where a score of 0 means "exactly the training normal" and scores scale with the
+    # deviation (squared errors, distances), so "m times the typical score" means the same
+    # on every key: the ``median_multiple`` threshold (models/threshold.py) needs that.
+    score_has_natural_zero = True
+
     def _fit_input(self, X):
         X = validate_data(self, X, dtype=np.float64)
         self.fill_values_ = np.median(X, axis=0)
@@ -174,6 +179,10 @@ class IsolationForestScorer(_Scorer):
     >>> bool(scorer.score_samples([[8.0, 8.0, 8.0]])[0] > scorer.score_samples([[0, 0, 0]])[0])
     True
     """
+
+    # The forest's score is an isolation depth mapped into (0, 1], about 0.5 on typical
+    # windows: its zero is not "normal".
+    score_has_natural_zero = False
 
     def __init__(self, n_estimators: int = 200, max_samples="auto", random_state=None):
         self.n_estimators = n_estimators

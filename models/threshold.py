@@ -11,19 +11,32 @@ The **grade** is ``-log10(p) / 6`` clipped to [0, 1]: 0.5 means one normal windo
 thousand scores this high, 1.0 one in a million or rarer. It means the same for every key
 and every scorer.
 
-Two unsupervised thresholds:
+Three unsupervised thresholds, each a `ThresholdRule` (a method and its level):
 
 - ``quantile``: the (1 - target_alert_rate) quantile of training scores;
 - ``pot``: the score whose tail probability under the POT fit is ``pot_risk``, which can lie
-  beyond the highest training score.
+  beyond the highest training score;
+- ``median_multiple``: ``median_multiple`` times the median training score. Both rules above
+  read the tail of the training scores, and a training period is rarely all normal: its own
+  unlabeled incidents *are* that tail, so the threshold lands wherever they happen to score
+  (on SMD's machine-1-7, about 7 times the best threshold). The median does not
+  move until half the training windows are anomalous. It needs a score whose zero means
+  "exactly the normal" (a reconstruction error, a squared distance), so that "20 times the
+  typical score" means the same on every key (``score_has_natural_zero`` of
+  `models.scorers`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 GRADE_DECADES = 6.0
-THRESHOLD_METHODS = ("quantile", "pot")
+THRESHOLD_METHODS = ("quantile", "pot", "median_multiple")
+# The configuration key that holds each method's level.
+LEVEL_NAMES = {"quantile": "target_alert_rate", "pot": "pot_risk",
+               "median_multiple": "median_multiple"}
 
 
 def _finite(scores) -> np.ndarray:
@@ -106,11 +119,14 @@ class TailCalibrator:
         return np.clip(-np.log10(self.tail_probability(scores)) / GRADE_DECADES, 0.0, 1.0)
 
     def threshold(self, method: str, target_alert_rate: float = 0.01,
-                  pot_risk: float = 1e-3) -> float:
+                  pot_risk: float = 1e-3, median_multiple: float = 20.0) -> float:
         """The key's alert threshold by `method` (see the module docstring).
 
-        >>> TailCalibrator().fit(np.arange(1000.0)).threshold("quantile", 0.01)
+        >>> calibrator = TailCalibrator().fit(np.arange(1000.0))
+        >>> calibrator.threshold("quantile", target_alert_rate=0.01)
         989.01
+        >>> calibrator.threshold("median_multiple", median_multiple=3)
+        1498.5
         """
         if method == "quantile":
             if not 0 < target_alert_rate < 1:
@@ -119,8 +135,17 @@ class TailCalibrator:
             return float(np.interp(1.0 - target_alert_rate, self.levels_, self.quantiles_))
         if method == "pot":
             return self._tail_score(pot_risk)
+        if method == "median_multiple":
+            if not median_multiple > 1:
+                raise ValueError(f"median_multiple must be above 1 (a threshold above the "
+                                 f"typical training score), got {median_multiple}.")
+            return median_multiple * self.median_
         raise ValueError(f"unknown threshold method {method!r}; known: "
                          f"{', '.join(THRESHOLD_METHODS)}.")
+
+    @property
+    def median_(self) -> float:
+        return float(np.interp(0.5, self.levels_, self.quantiles_))
 
     def _tail_score(self, probability: float) -> float:
         """The score whose tail probability is `probability` (inverse of the POT tail)."""
@@ -130,3 +155,50 @@ class TailCalibrator:
         if abs(self.shape_) < 1e-6:
             return float(self.tail_start_ + self.scale_ * np.log(ratio))
         return float(self.tail_start_ + self.scale_ / self.shape_ * (ratio ** self.shape_ - 1.0))
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """An unsupervised threshold rule: a method of `THRESHOLD_METHODS` and its level (the
+    target alert rate, the tail risk or the multiple of the median).
+
+    >>> rule = ThresholdRule("median_multiple", 20)
+    >>> rule.name, rule.description
+    ('20 x median', "20 times the median of each key's training scores")
+    >>> rule.threshold(TailCalibrator().fit(np.arange(1, 1000.0)))
+    10000.0
+    """
+    method: str
+    level: float
+
+    def __post_init__(self):
+        if self.method not in THRESHOLD_METHODS:
+            raise ValueError(f"unknown threshold method {self.method!r}; known: "
+                             f"{', '.join(THRESHOLD_METHODS)}.")
+
+    @property
+    def level_name(self) -> str:
+        """The configuration key (under ``model``) that holds the level."""
+        return LEVEL_NAMES[self.method]
+
+    @property
+    def name(self) -> str:
+        """A short name for tables."""
+        if self.method == "quantile":
+            return f"quantile {1 - self.level:g}"
+        if self.method == "pot":
+            return f"POT risk {self.level:g}"
+        return f"{self.level:g} x median"
+
+    @property
+    def description(self) -> str:
+        """What the rule does, in a sentence fragment for reports and model metadata."""
+        if self.method == "quantile":
+            return f"quantile {1 - self.level:g} of each key's training scores"
+        if self.method == "pot":
+            return (f"peaks over threshold: tail probability {self.level:g} under a "
+                    f"generalized Pareto fit to each key's training scores")
+        return f"{self.level:g} times the median of each key's training scores"
+
+    def threshold(self, calibrator: TailCalibrator) -> float:
+        return calibrator.threshold(self.method, **{self.level_name: self.level})

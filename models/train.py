@@ -74,11 +74,7 @@ def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict
                      "include_count": config.features.include_count},
         "threshold": detector.pooled_threshold_,
         "thresholds_per_key": detector.thresholds_,
-        "threshold_method": (
-            f"quantile {1 - settings.target_alert_rate:g} of each key's training window "
-            f"scores" if settings.threshold_method == "quantile" else
-            f"peaks over threshold: tail probability {settings.pot_risk:g} under a generalized "
-            f"Pareto fit to each key's training scores"),
+        "threshold_method": settings.threshold_rule.description,
         "training_data": {
             **training_data,
             "events": int(len(events)), "windows": int(len(features)),

@@ -123,7 +123,8 @@ def cmd_tune(args, config: JobConfig) -> int:
         raise SystemExit(f"--kinds names unknown scorers {unknown}; known: {', '.join(SCORERS)}.")
     output = Path(args.output)
     grid = {name: value for name, value in (("caps", args.caps), ("rates", args.rates),
-                                            ("pot_risks", args.pot_risks)) if value}
+                                            ("pot_risks", args.pot_risks),
+                                            ("multiples", args.multiples)) if value}
     report = tune(config, Path(args.data_dir), output, kinds=kinds,
                   progress=not args.no_progress, **grid)
     _say((output / "tuning.md").read_text())
@@ -336,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "0.001,0.002,0.005,0.01,0.02)")
     tune.add_argument("--pot-risks", type=_number_list,
                       help="tail risks of the POT threshold (default: 0.001,0.0001)")
+    tune.add_argument("--multiples", type=_number_list,
+                      help="multiples of the median training score for the median_multiple "
+                           "threshold, tried with scorers whose zero means normal (default: "
+                           "8,10,12,15,20,25,30)")
     tune.set_defaults(func=cmd_tune)
 
     submit = commands.add_parser("submit", help="submit the job to the Flink cluster",

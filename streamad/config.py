@@ -174,10 +174,13 @@ class ModelConfig:
     # one metric far outside its training range adds a bounded amount to a score.
     cap: float = 10.0
     # quantile: the (1 - target_alert_rate) quantile of each key's training scores;
-    # pot: the peaks-over-threshold tail fit's score with tail probability pot_risk.
+    # pot: the peaks-over-threshold tail fit's score with tail probability pot_risk;
+    # median_multiple: median_multiple times the median of each key's training scores (not
+    # with iforest; see models/threshold.py for why it resists incidents in the training data).
     threshold_method: str = "quantile"
     target_alert_rate: float = 0.01
     pot_risk: float = 0.001
+    median_multiple: float = 20.0
     n_estimators: int = 200
     pca_variance: float = 0.9
     n_neighbors: int = 5
@@ -205,6 +208,16 @@ class ModelConfig:
             raise ConfigError(
                 f"model.pot_risk must be a probability between 0 and 0.02 (0.001 means one "
                 f"normal window in a thousand would alert), got {self.pot_risk!r}.")
+        if not (isinstance(self.median_multiple, (int, float)) and self.median_multiple > 1):
+            raise ConfigError(
+                f"model.median_multiple must be a number above 1 (20 means a window alerts when "
+                f"it scores 20 times its key's typical training score), got "
+                f"{self.median_multiple!r}.")
+        from models.detector import check_threshold_fits_scorer
+        try:
+            check_threshold_fits_scorer(self.detector_settings().threshold_rule, self.kind)
+        except ValueError as error:
+            raise ConfigError(f"model.threshold_method: {error}") from None
         if not (isinstance(self.cap, (int, float)) and self.cap > 0):
             raise ConfigError(f"model.cap must be a number of standard deviations above 0, "
                               f"got {self.cap!r}.")
@@ -221,6 +234,7 @@ class ModelConfig:
             kind=self.kind, baseline=self.baseline, cap=float(self.cap),
             threshold_method=self.threshold_method,
             target_alert_rate=float(self.target_alert_rate), pot_risk=float(self.pot_risk),
+            median_multiple=float(self.median_multiple),
             n_estimators=self.n_estimators, pca_variance=float(self.pca_variance),
             n_neighbors=self.n_neighbors, random_state=self.random_state,
             explain_top=self.explain_top)

@@ -16,9 +16,10 @@ alerted on it. Every figure is computed per key and averaged over keys.
 
 Rows of the report:
 
-- the configured detector with its unsupervised threshold, and with the other unsupervised
-  threshold method, side by side;
-- the other scorers on the same window features;
+- the configured detector with its unsupervised threshold, and with each other unsupervised
+  threshold method (at its configured level), side by side;
+- the other scorers on the same window features, with the configured threshold rule (or,
+  for a scorer it does not suit, the quantile rule at the configured target alert rate);
 - baselines on raw events (no windows): IsolationForest and the windowed-Gaussian robust z;
 - random scores with a 99.5th-percentile threshold: the floor every figure must beat;
 - label-tuned figures, kept apart: the best-F1 threshold chosen on the first half of each
@@ -39,12 +40,13 @@ import pandas as pd
 
 from models.data import TIME_MS_COLUMN, load_events_csv
 from models.drift import DriftTracker
-from models.detector import Detector, DetectorSettings
+from models.detector import Detector, DetectorSettings, check_threshold_fits_scorer
 from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
                                false_alarm_runs, hit_rate, point_adjusted,
                                precision_recall_f1)
 from models.features import feature_names
 from models.incidents import incidents_of
+from models.threshold import THRESHOLD_METHODS
 from models.train import features_for, windows_for
 from streamad.config import JobConfig
 
@@ -264,28 +266,32 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
         rows.append(Row(name, threshold_name, per_key, mean_figures(per_key), group))
 
     configured = config.model.detector_settings()
-    other_method = "pot" if configured.threshold_method == "quantile" else "quantile"
     main_name = f"{configured.kind}, window features (configured)"
     steps.set_postfix_str(f"{configured.kind} (configured)")
     main_detector, main_windows, main_points = run.score(configured, explain=True)
-    add_row(main_name, _threshold_name(configured),
+    add_row(main_name, configured.threshold_rule.description,
             {k: p["is_anomaly"].to_numpy(bool) for k, p in main_points.items()})
     steps.update()
 
     # The same detector and scores; only the rule that turns a key's calibration into a
     # threshold differs.
-    other = _settings(config, threshold_method=other_method)
-    add_row(main_name, _threshold_name(other),
-            {k: p["score"].to_numpy() > main_detector.calibrator_for(k).threshold(
-                other_method, other.target_alert_rate, other.pot_risk)
-             for k, p in main_points.items()})
+    for method in THRESHOLD_METHODS:
+        other = _settings(config, threshold_method=method)
+        if method == configured.threshold_method or not _suits(other):
+            continue
+        add_row(main_name, other.threshold_rule.description,
+                {k: p["score"].to_numpy() > other.threshold_rule.threshold(
+                    main_detector.calibrator_for(k)) for k, p in main_points.items()})
     steps.update()
 
     for kind in ("iforest", "pca", "robust_z", "knn"):
         steps.set_postfix_str(f"{kind}, window features")
         if kind != configured.kind and baselines:
-            _, _, points = run.score(_settings(config, kind=kind))
-            add_row(f"{kind}, window features", _threshold_name(configured),
+            settings = _settings(config, kind=kind)
+            if not _suits(settings):
+                settings = dataclasses.replace(settings, threshold_method="quantile")
+            _, _, points = run.score(settings)
+            add_row(f"{kind}, window features", settings.threshold_rule.description,
                     {k: p["is_anomaly"].to_numpy(bool) for k, p in points.items()})
         steps.update()
 
@@ -327,7 +333,8 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
         ceiling[key] = {"f1": best}
     rows.append(Row(main_name, "best F1 on the test's first half, scored on its second half",
                     tuned, mean_figures(tuned), "label-tuned"))
-    rows.append(Row(main_name, f"{_threshold_name(configured)}, scored on the second half",
+    rows.append(Row(main_name,
+                    f"{configured.threshold_rule.description}, scored on the second half",
                     untuned_half, mean_figures(untuned_half), "label-tuned"))
     rows.append(Row(main_name, "best F1 on the whole test (ceiling)", ceiling,
                     mean_figures(ceiling), "label-tuned"))
@@ -365,10 +372,13 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
     return report
 
 
-def _threshold_name(settings: DetectorSettings) -> str:
-    if settings.threshold_method == "quantile":
-        return f"quantile {1 - settings.target_alert_rate:g} of train scores, per key"
-    return f"POT, risk {settings.pot_risk:g}, per key"
+def _suits(settings: DetectorSettings) -> bool:
+    """Whether the settings' threshold rule can be used with their scorer."""
+    try:
+        check_threshold_fits_scorer(settings.threshold_rule, settings.kind)
+    except ValueError:
+        return False
+    return True
 
 
 def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) -> dict:

@@ -13,8 +13,9 @@ choosing:
 - **chosen on all keys**: the candidate to put in the configuration, with its in-sample mean
   F1 (optimistic, and labeled so).
 
-The thresholds themselves stay unsupervised (a target alert rate or a tail risk, applied to
-each key's own training scores): the labels only choose the rule and the scorer.
+The thresholds themselves stay unsupervised (a target alert rate, a tail risk or a multiple
+of the median, applied to each key's own training scores): the labels only choose the rule
+and the scorer. The median-multiple rule is tried only with scorers whose zero means normal.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from models.evaluation import precision_recall_f1
-from models.threshold import TailCalibrator
+from models.scorers import SCORERS
+from models.threshold import ThresholdRule
 from models.tuning import best_candidate, leave_one_key_out
 from streamad.config import JobConfig
 from streamad.evaluate import EvaluationError, WindowedRun, find_keys, load_key
@@ -38,54 +40,50 @@ from streamad.evaluate import EvaluationError, WindowedRun, find_keys, load_key
 DEFAULT_CAPS = (5.0, 10.0)
 DEFAULT_RATES = (0.001, 0.002, 0.005, 0.01, 0.02)
 DEFAULT_POT_RISKS = (1e-3, 1e-4)
+DEFAULT_MULTIPLES = (8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0)
 
 
 @dataclass(frozen=True)
 class Candidate:
     kind: str
     cap: float
-    threshold_method: str
-    level: float  # the target alert rate (quantile) or the tail risk (pot)
+    rule: ThresholdRule
 
     @property
     def name(self) -> str:
-        rule = (f"quantile {1 - self.level:g}" if self.threshold_method == "quantile"
-                else f"POT risk {self.level:g}")
-        return f"{self.kind}, cap {self.cap:g}, {rule}"
-
-    def threshold(self, calibrator: TailCalibrator) -> float:
-        if self.threshold_method == "quantile":
-            return calibrator.threshold("quantile", target_alert_rate=self.level)
-        return calibrator.threshold("pot", pot_risk=self.level)
+        return f"{self.kind}, cap {self.cap:g}, {self.rule.name}"
 
     def model_settings(self) -> dict:
         """The configuration's ``model`` keys that select this candidate."""
-        level_key = "target_alert_rate" if self.threshold_method == "quantile" else "pot_risk"
-        return {"kind": self.kind, "cap": self.cap, "threshold_method": self.threshold_method,
-                level_key: self.level}
+        return {"kind": self.kind, "cap": self.cap, "threshold_method": self.rule.method,
+                self.rule.level_name: self.rule.level}
 
 
 def candidates_of(kinds: Sequence[str], caps: Sequence[float], rates: Sequence[float],
-                  pot_risks: Sequence[float], configured: Candidate) -> list[Candidate]:
+                  pot_risks: Sequence[float], multiples: Sequence[float],
+                  configured: Candidate) -> list[Candidate]:
     """The grid, with the configured settings first so that ties keep them."""
     for name, values in (("target alert rates", rates), ("POT risks", pot_risks)):
         wrong = [v for v in values if not 0 < v < 1]
         if wrong:
             raise EvaluationError(f"{name} must lie between 0 and 1, got {wrong}.")
+    if any(multiple <= 1 for multiple in multiples):
+        raise EvaluationError(f"median multiples must be above 1, got {list(multiples)}.")
     if any(cap <= 0 for cap in caps):
         raise EvaluationError(f"caps are in standard deviations and must be positive, got "
                               f"{list(caps)}.")
-    grid = [Candidate(kind, float(cap), "quantile", float(rate))
-            for kind in kinds for cap in caps for rate in rates]
-    grid += [Candidate(kind, float(cap), "pot", float(risk))
-             for kind in kinds for cap in caps for risk in pot_risks]
+    rules = ([ThresholdRule("quantile", float(rate)) for rate in rates]
+             + [ThresholdRule("pot", float(risk)) for risk in pot_risks]
+             + [ThresholdRule("median_multiple", float(m)) for m in multiples])
+    grid = [Candidate(kind, float(cap), rule) for kind in kinds for cap in caps
+            for rule in rules
+            if rule.method != "median_multiple" or SCORERS[kind].score_has_natural_zero]
     return [configured] + [c for c in grid if c != configured]
 
 
 def configured_candidate(config: JobConfig) -> Candidate:
-    model = config.model
-    level = model.target_alert_rate if model.threshold_method == "quantile" else model.pot_risk
-    return Candidate(model.kind, float(model.cap), model.threshold_method, float(level))
+    settings = config.model.detector_settings()
+    return Candidate(settings.kind, settings.cap, settings.threshold_rule)
 
 
 def f1_table(config: JobConfig, data_dir: Path, candidates: Sequence[Candidate],
@@ -109,7 +107,7 @@ def f1_table(config: JobConfig, data_dir: Path, candidates: Sequence[Candidate],
             if (candidate.kind, candidate.cap) != (kind, cap):
                 continue
             for key in keys:
-                threshold = candidate.threshold(detector.calibrator_for(key))
+                threshold = candidate.rule.threshold(detector.calibrator_for(key))
                 flagged = points[key]["score"].to_numpy() > threshold
                 table.at[candidate.name, key] = precision_recall_f1(flagged, labels[key])["f1"]
     return table
@@ -117,10 +115,11 @@ def f1_table(config: JobConfig, data_dir: Path, candidates: Sequence[Candidate],
 
 def tune(config: JobConfig, data_dir: Path, output_dir: Path, kinds: Sequence[str],
          caps: Sequence[float] = DEFAULT_CAPS, rates: Sequence[float] = DEFAULT_RATES,
-         pot_risks: Sequence[float] = DEFAULT_POT_RISKS, progress: bool = True) -> dict:
+         pot_risks: Sequence[float] = DEFAULT_POT_RISKS,
+         multiples: Sequence[float] = DEFAULT_MULTIPLES, progress: bool = True) -> dict:
     """Run the grid, choose, and write tuning.json and tuning.md to `output_dir`."""
     configured = configured_candidate(config)
-    candidates = candidates_of(kinds, caps, rates, pot_risks, configured)
+    candidates = candidates_of(kinds, caps, rates, pot_risks, multiples, configured)
     table = f1_table(config, data_dir, candidates, progress)
     held_out = leave_one_key_out(table)
     chosen, chosen_f1 = best_candidate(table)

@@ -97,6 +97,36 @@ def test_threshold_gives_the_target_alert_rate(normal_data):
     assert (scores > threshold).mean() == pytest.approx(0.05, abs=0.005)
 
 
+def test_median_multiple_threshold_ignores_incidents_in_the_training_data():
+    rng = np.random.default_rng(3)
+    normal = rng.chisquare(5, size=9_700)  # a squared error: 0 is exactly normal
+    incidents = rng.uniform(200, 400, size=300)  # 3% of training windows, unlabeled
+    clean, dirty = TailCalibrator().fit(normal), TailCalibrator().fit(np.r_[normal, incidents])
+    # The tail rules land among the incidents the training data happened to hold...
+    assert dirty.threshold("quantile", target_alert_rate=0.01) > 150
+    # ...the median multiple barely moves, and is a multiple of the typical score.
+    threshold = dirty.threshold("median_multiple", median_multiple=5)
+    assert threshold == pytest.approx(5 * np.median(np.r_[normal, incidents]), rel=1e-3)
+    assert threshold == pytest.approx(clean.threshold("median_multiple", median_multiple=5),
+                                      rel=0.05)
+    with pytest.raises(ValueError, match=r"median_multiple must be above 1 .*got 0.5"):
+        dirty.threshold("median_multiple", median_multiple=0.5)
+
+
+def test_detector_refuses_median_multiple_on_a_score_without_a_natural_zero(normal_data):
+    names = ["a", "b", "c", "d"]
+    features, keys = pd.DataFrame(normal_data, columns=names), ["k"] * len(normal_data)
+    settings = DetectorSettings(kind="iforest", threshold_method="median_multiple",
+                                n_estimators=20, min_key_windows=50)
+    with pytest.raises(ValueError, match="needs a score that is 0 on exactly normal windows"):
+        Detector(names, settings).fit(features, keys)
+    pca = Detector(names, DetectorSettings(kind="pca", threshold_method="median_multiple",
+                                           median_multiple=4, min_key_windows=50))
+    pca.fit(features, keys)
+    assert pca.threshold_for("k") == pytest.approx(4 * np.median(pca.training_scores_),
+                                                   rel=1e-3)
+
+
 def test_threshold_needs_finite_scores():
     with pytest.raises(ValueError, match="no finite training scores"):
         TailCalibrator().fit([np.nan])

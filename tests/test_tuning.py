@@ -44,10 +44,10 @@ def test_tune_chooses_on_other_keys_and_agrees_with_evaluate(labeled_folder, tmp
     out = tmp_path / "tuning"
     code = main(["tune", "--data-dir", str(labeled_folder), "--output", str(out),
                  "--kinds", "pca,robust_z", "--caps", "10", "--rates", "0.005,0.02",
-                 "--pot-risks", "0.001", "--no-progress"])
+                 "--pot-risks", "0.001", "--multiples", "20", "--no-progress"])
     assert code == 0
     report = json.loads((out / "tuning.json").read_text())
-    assert report["candidates"] == 6
+    assert report["candidates"] == 8  # 2 scorers x (2 rates + 1 risk + 1 multiple)
     held_out = {r["key"]: r for r in report["leave_one_key_out"]}
     assert set(held_out) == {"machine-2-7", "machine-3-3"}
     f1 = report["f1"]
@@ -72,8 +72,9 @@ def test_tune_chooses_on_other_keys_and_agrees_with_evaluate(labeled_folder, tmp
 
 def test_tune_help_states_the_grid_tune_uses():
     from streamad.cli import build_parser
-    from streamad.tune import DEFAULT_CAPS, DEFAULT_POT_RISKS, DEFAULT_RATES
+    from streamad.tune import (DEFAULT_CAPS, DEFAULT_MULTIPLES, DEFAULT_POT_RISKS,
+                               DEFAULT_RATES)
     help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["tune"]
                          .format_help().split())
-    for values in (DEFAULT_CAPS, DEFAULT_RATES, DEFAULT_POT_RISKS):
+    for values in (DEFAULT_CAPS, DEFAULT_RATES, DEFAULT_POT_RISKS, DEFAULT_MULTIPLES):
         assert "default: " + ",".join(f"{v:g}" for v in values) in help_text

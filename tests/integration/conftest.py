@@ -91,8 +91,10 @@ def trained(stack_config, smd_slices, tmp_path_factory) -> JobConfig:
     from models.train import train
     folder = tmp_path_factory.mktemp("model")
     config, _ = write_config(stack_config, folder / "train.yaml",
+                             # a quantile threshold alerts on short slices too
                              model={"artifact_dir": str(folder / "artifact"),
-                                    "n_estimators": 100, "target_alert_rate": 0.02},
+                                    "n_estimators": 100, "threshold_method": "quantile",
+                                    "target_alert_rate": 0.02},
                              # short enough that machine-2-1's slice drifts and recovers
                              alerts={"drift_after_windows": 24, "drift_clear_after_windows": 6})
     train(config, smd_slices["train"])
