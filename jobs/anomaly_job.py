@@ -26,6 +26,7 @@ from pyflink.table.udf import udf  # noqa: E402
 from jobs import sql  # noqa: E402
 from models.artifact import verify_artifact  # noqa: E402
 from models.features import aggregate_columns, feature_names  # noqa: E402
+from models.train import settings_changed_since_training  # noqa: E402
 from streamad.config import JobConfig, load_config  # noqa: E402
 from udfs.incident_alerts import IncidentAlerts, alert_type_info  # noqa: E402
 from udfs.influx_sink import WriteScoresToInflux  # noqa: E402
@@ -174,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     # mismatched model artifact stops the job before it starts.
     metadata = verify_artifact(config.artifact_path, job_features(config))
     log.info("model %s from %s", metadata["model_version"], config.artifact_path)
+    changes = settings_changed_since_training(config, metadata)
+    if changes:
+        log.warning("the model was trained with other settings than the configuration now "
+                    "gives (%s); the job scores as the model was trained. Run 'streamad train' "
+                    "to apply the configuration.", "; ".join(changes))
 
     env, t_env = create_environment(config, args.connector_jar, args.python)
     statements = build_job(t_env, config, sql.RunOptions(bounded=args.bounded))

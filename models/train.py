@@ -7,6 +7,7 @@ models/threshold.py (``model.threshold_method``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,35 @@ def windows_for(events: pd.DataFrame, config: JobConfig) -> pd.DataFrame:
 def features_for(aggregates: pd.DataFrame, config: JobConfig) -> pd.DataFrame:
     return features_from_aggregates(aggregates, config.schema.metric_fields,
                                     config.features.statistics, config.features.include_count)
+
+
+def training_settings(config: JobConfig) -> dict:
+    """What of the configuration a trained model embodies, as its metadata records it."""
+    return json.loads(json.dumps({
+        "settings": dataclasses.asdict(config.model.detector_settings()),
+    }))
+
+
+def settings_changed_since_training(config: JobConfig, metadata: dict) -> list[str]:
+    """The settings the configuration now gives otherwise than the model was trained with,
+    as 'section.name: trained value -> configured value'; empty when the model is current.
+
+    >>> from streamad.config import config_from_dict
+    >>> config = config_from_dict({"schema": {"key_field": "host", "time_field": "ts",
+    ...                                       "metric_fields": ["cpu"]}})
+    >>> trained = training_settings(config)
+    >>> trained["settings"]["cap"] = 5.0
+    >>> settings_changed_since_training(config, trained)
+    ['model.cap: 5.0 -> 10.0']
+    """
+    changes = []
+    for section, current in training_settings(config).items():
+        stored = metadata.get(section, {})
+        for name, value in current.items():
+            if stored.get(name) != value:
+                prefix = "model" if section == "settings" else section
+                changes.append(f"{prefix}.{name}: {stored.get(name)} -> {value}")
+    return changes
 
 
 def train(config: JobConfig, paths: Sequence[Path], output_dir: Path | None = None
@@ -68,10 +98,6 @@ def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict
         "schema": {"key_field": config.schema.key_field, "time_field": config.schema.time_field,
                    "time_format": config.schema.time_format,
                    "metric_fields": list(config.schema.metric_fields)},
-        "window": {"kind": config.window.kind, "size_s": config.window.size_s,
-                   "slide_s": config.window.effective_slide_s},
-        "features": {"statistics": list(config.features.statistics),
-                     "include_count": config.features.include_count},
         "threshold": detector.pooled_threshold_,
         "thresholds_per_key": detector.thresholds_,
         "threshold_method": settings.threshold_rule.description,
@@ -82,6 +108,6 @@ def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict
         },
         "training_scores": {"min": float(train_scores.min()), "max": float(train_scores.max()),
                             "mean": float(train_scores.mean())},
-        "settings": dataclasses.asdict(settings),
+        **training_settings(config),
     }
     return save_artifact(output_dir or config.artifact_path, detector, metadata)

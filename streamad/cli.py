@@ -185,6 +185,22 @@ def cmd_alerts(args, config: JobConfig) -> int:
     return 0
 
 
+def _why_train(config: JobConfig, asked: bool) -> str | None:
+    """Why the demo must train before it runs the job; None when the model is current."""
+    from models.artifact import ArtifactError, read_metadata
+    from models.train import settings_changed_since_training
+    if asked:
+        return "--retrain"
+    try:
+        metadata = read_metadata(config.artifact_path)
+    except ArtifactError:
+        return f"no model in {config.artifact_path} yet"
+    changes = settings_changed_since_training(config, metadata)
+    if changes:
+        return "the configuration changed since the model was trained: " + "; ".join(changes)
+    return None
+
+
 def cmd_demo(args, config: JobConfig) -> int:
     from streamad import jobs_client, stack
     from streamad.alerts import end_offsets, format_alert, group_lag, read_topic
@@ -195,9 +211,10 @@ def cmd_demo(args, config: JobConfig) -> int:
          "InfluxDB on first use) ==")
     stack.up(config, progress=_say)
     data_dir = Path(args.data_dir)
-    if args.retrain or not (config.artifact_path / "metadata.json").is_file():
+    reason = _why_train(config, args.retrain)
+    if reason:
         from models.train import train
-        _say("== 2/5 Training the model on the SMD train halves ==")
+        _say(f"== 2/5 Training the model on the SMD train halves ({reason}) ==")
         _report_model(train(config, _smd_files("train", data_dir)), config.artifact_path)
     else:
         _say(f"== 2/5 Using the trained model in {config.artifact_path} (--retrain to redo) ==")

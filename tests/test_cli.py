@@ -43,3 +43,23 @@ def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "streamad.cli", "--help"],
                             capture_output=True, text=True)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_demo_retrains_a_model_the_configuration_no_longer_describes(labeled_folder, tmp_path):
+    import dataclasses
+
+    from models.train import train
+    from streamad.cli import _why_train
+    from streamad.config import load_config
+    config = load_config()
+    config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, artifact_dir=str(tmp_path / "model")))
+    assert "no model in" in _why_train(config, asked=False)
+    train(config, [labeled_folder / "machine-2-7_train.csv"])
+    assert _why_train(config, asked=False) is None
+    assert _why_train(config, asked=True) == "--retrain"
+    changed = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, threshold_method="quantile", cap=5.0))
+    reason = _why_train(changed, asked=False)
+    assert "model.cap: 10.0 -> 5.0" in reason
+    assert "model.threshold_method: median_multiple -> quantile" in reason
