@@ -10,7 +10,8 @@ Input, per key, in one folder (the SMD layout; any data in this layout works):
   numbers in schema order), for the explanation hit rate.
 
 The detector is trained exactly as `streamad train` trains it (same windows, same features,
-same code) on the train files, then scores the test windows. Each test event takes the
+same code) on the train files, then scores the windows of the test files as the job would
+if it read them (the test events windowed on their own). Each test event takes the
 decision of the earliest-closing window that holds it: the moment the job could first have
 alerted on it. Every figure is computed per key and averaged over keys.
 
@@ -130,24 +131,26 @@ def point_window_starts(times_ms: np.ndarray, size_ms: int, slide_ms: int) -> np
 
 @dataclass
 class WindowedRun:
-    """Every key's train and test events in windows, computed as the job computes them, and
-    the one way to fit a detector on the train windows and score the test windows."""
+    """Every key's train and test events in windows, and the one way to fit a detector on the
+    train windows and score the test windows.
+
+    The train events are windowed alone, as `streamad train` windows them, so the detector is
+    the one `train` would write; the test events are windowed alone, as the job windows the
+    events it reads, so a test window's score is the one the job writes to InfluxDB."""
     config: JobConfig
     data: list[KeyData]
     aggregates: pd.DataFrame
     features: pd.DataFrame
-    is_train: np.ndarray  # a training window holds train events only; the rest are test
+    is_train: np.ndarray  # rows of the train windows; the rest are test windows
 
     @classmethod
     def of(cls, config: JobConfig, data: list[KeyData]) -> "WindowedRun":
-        key_field = config.schema.key_field
-        events = pd.concat([pd.concat([d.train, d.test.drop(columns=LABEL_COLUMN)])
-                            for d in data], ignore_index=True)
-        aggregates = windows_for(events, config)
+        train = windows_for(pd.concat([d.train for d in data], ignore_index=True), config)
+        test = windows_for(pd.concat([d.test.drop(columns=LABEL_COLUMN) for d in data],
+                                     ignore_index=True), config)
+        aggregates = pd.concat([train, test], ignore_index=True)
         features = features_for(aggregates, config)
-        boundary = {d.key: int(d.test[TIME_MS_COLUMN].min()) for d in data}
-        first_test = aggregates[key_field].map(boundary).to_numpy()
-        is_train = aggregates["window_end_ms"].to_numpy() <= first_test
+        is_train = np.arange(len(aggregates)) < len(train)
         return cls(config, data, aggregates, features, is_train)
 
     @property

@@ -102,7 +102,10 @@ def f1_table(config: JobConfig, data_dir: Path, candidates: Sequence[Candidate],
     table = pd.DataFrame(index=[c.name for c in candidates], columns=keys, dtype=float)
     base = config.model.detector_settings()
     for kind, cap in tqdm(fits, desc="tune", unit="fit", disable=not progress, file=sys.stderr):
-        detector, _, points = run.score(dataclasses.replace(base, kind=kind, cap=cap))
+        # Each candidate applies its own rule to the keys' calibrations; the fit's own
+        # threshold goes unused, and quantile suits every scorer.
+        detector, _, points = run.score(dataclasses.replace(
+            base, kind=kind, cap=cap, threshold_method="quantile"))
         for candidate in candidates:
             if (candidate.kind, candidate.cap) != (kind, cap):
                 continue

@@ -43,11 +43,13 @@ def test_tune_chooses_on_other_keys_and_agrees_with_evaluate(labeled_folder, tmp
     from streamad.cli import main
     out = tmp_path / "tuning"
     code = main(["tune", "--data-dir", str(labeled_folder), "--output", str(out),
-                 "--kinds", "pca,robust_z", "--caps", "10", "--rates", "0.005,0.02",
+                 "--kinds", "pca,iforest", "--caps", "10", "--rates", "0.005,0.02",
                  "--pot-risks", "0.001", "--multiples", "20", "--no-progress"])
     assert code == 0
     report = json.loads((out / "tuning.json").read_text())
-    assert report["candidates"] == 8  # 2 scorers x (2 rates + 1 risk + 1 multiple)
+    # pca: 2 rates + 1 risk + 1 multiple; iforest's score has no natural zero, so no multiple
+    assert report["candidates"] == 7
+    assert not any(name.startswith("iforest") and "median" in name for name in report["f1"])
     held_out = {r["key"]: r for r in report["leave_one_key_out"]}
     assert set(held_out) == {"machine-2-7", "machine-3-3"}
     f1 = report["f1"]
