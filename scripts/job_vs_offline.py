@@ -1,0 +1,91 @@
+"""Do the streaming job's scores equal the offline path's, on the whole SMD test halves?
+
+    bin/streamad demo                                    # the job scores the test halves
+    bin/streamad python scripts/job_vs_offline.py        # about 20 s; exits 1 on a mismatch
+
+The integration tests check this on slices; this checks it on everything the demo wrote.
+It scores the labeled folder offline exactly as `streamad evaluate` does (a detector fitted
+on the train windows, which is the one `streamad train` writes), reads every window score of
+the same model version from InfluxDB, and compares them window by window: scores to a
+relative 1e-6, and decisions exactly. A key's last windows can be missing from InfluxDB (no
+later event moves the watermark past them); they are counted, not compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.artifact import load_artifact
+from streamad.cli import DEFAULT_DATA_DIR
+from streamad.config import load_config
+from streamad.evaluate import WindowedRun, find_keys, load_key
+from streamad.stack import influxdb
+
+RELATIVE_TOLERANCE = 1e-6
+
+
+def job_scores(config, version: str, key: str) -> pd.DataFrame:
+    """The job's score and decision of every window of `key`, indexed by window end (ms)."""
+    statement = (f'SELECT "score", "is_anomaly" FROM "{config.influxdb.measurement}" '
+                 f"WHERE \"model_version\" = '{version}' "
+                 f"AND \"{config.schema.key_field}\" = '{key}'")
+    result = influxdb.query(config.influxdb.url, statement, database=config.influxdb.database,
+                            token=config.influxdb.read_token())["results"][0]
+    if not result.get("series"):
+        return pd.DataFrame(columns=["score", "is_anomaly"])
+    series = result["series"][0]
+    return pd.DataFrame(series["values"], columns=series["columns"]).set_index("time")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                        help="the labeled folder the demo replayed (default: the SMD data)")
+    args = parser.parse_args()
+    config = load_config()
+    data_dir = Path(args.data_dir)
+    run = WindowedRun.of(config, [load_key(data_dir, key, config) for key in find_keys(data_dir)])
+    detector, scored, _ = run.score(config.model.detector_settings())
+    artifact = load_artifact(config.artifact_path)
+    trained = artifact.metadata["thresholds_per_key"]
+    if any(not np.isclose(detector.threshold_for(k), v, rtol=1e-12) for k, v in trained.items()):
+        print(f"The model in {config.artifact_path} is not the one this configuration trains "
+              f"on {data_dir}; run 'bin/streamad demo --retrain' first.", file=sys.stderr)
+        return 1
+
+    key_field = config.schema.key_field
+    test = run.aggregates.loc[~run.is_train]
+    print(f"model {artifact.model_version}\n")
+    print("| key | windows offline | in InfluxDB | compared | max relative score difference "
+          "| decisions that differ |")
+    print("|---|---|---|---|---|---|")
+    failed = False
+    for key in find_keys(data_dir):
+        rows = test[key_field] == key
+        offline = pd.DataFrame({"offline_score": scored.loc[rows[rows].index, "score"].to_numpy(),
+                                "offline_anomaly": scored.loc[rows[rows].index,
+                                                              "is_anomaly"].to_numpy()},
+                               index=test.loc[rows, "window_end_ms"].to_numpy())
+        job = job_scores(config, artifact.model_version, key)
+        both = job.join(offline, how="inner")
+        difference = ((both["score"] - both["offline_score"]).abs()
+                      / both["offline_score"].abs().clip(lower=1e-12))
+        largest = float(difference.max()) if len(both) else float("nan")
+        decisions = int((both["is_anomaly"].astype(bool) != both["offline_anomaly"]).sum())
+        unmatched = len(job) - len(both)
+        failed |= (not len(both) or largest > RELATIVE_TOLERANCE or decisions > 0
+                   or unmatched > 0)
+        print(f"| {key} | {len(offline)} | {len(job)} | {len(both)} | {largest:.1e} | "
+              f"{decisions} |")
+    print("\n" + ("MISMATCH: see the table." if failed else
+                  "Every window the job wrote has the offline score and decision."))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
