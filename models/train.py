@@ -39,6 +39,10 @@ def features_for(aggregates: pd.DataFrame, config: JobConfig) -> pd.DataFrame:
 def training_settings(config: JobConfig) -> dict:
     """What of the configuration a trained model embodies, as its metadata records it."""
     return json.loads(json.dumps({
+        "window": {"kind": config.window.kind, "size_s": config.window.size_s,
+                   "slide_s": config.window.effective_slide_s},
+        "features": {"statistics": list(config.features.statistics),
+                     "include_count": config.features.include_count},
         "settings": dataclasses.asdict(config.model.detector_settings()),
     }))
 

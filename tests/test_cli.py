@@ -63,3 +63,5 @@ def test_demo_retrains_a_model_the_configuration_no_longer_describes(labeled_fol
     reason = _why_train(changed, asked=False)
     assert "model.cap: 10.0 -> 5.0" in reason
     assert "model.threshold_method: median_multiple -> quantile" in reason
+    wider = dataclasses.replace(config, window=dataclasses.replace(config.window, size_s=1200))
+    assert _why_train(wider, asked=False).endswith("window.size_s: 600 -> 1200")
