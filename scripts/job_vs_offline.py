@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.artifact import load_artifact
+from models.artifact import read_metadata
 from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
 from streamad.evaluate import WindowedRun, find_keys, load_key
@@ -51,8 +51,8 @@ def main() -> int:
     data_dir = Path(args.data_dir)
     run = WindowedRun.of(config, [load_key(data_dir, key, config) for key in find_keys(data_dir)])
     detector, scored, _ = run.score(config.model.detector_settings())
-    artifact = load_artifact(config.artifact_path)
-    trained = artifact.metadata["thresholds_per_key"]
+    metadata = read_metadata(config.artifact_path)
+    trained, version = metadata["thresholds_per_key"], metadata["model_version"]
     if any(not np.isclose(detector.threshold_for(k), v, rtol=1e-12) for k, v in trained.items()):
         print(f"The model in {config.artifact_path} is not the one this configuration trains "
               f"on {data_dir}; run 'bin/streamad demo --retrain' first.", file=sys.stderr)
@@ -60,7 +60,7 @@ def main() -> int:
 
     key_field = config.schema.key_field
     test = run.aggregates.loc[~run.is_train]
-    print(f"model {artifact.model_version}\n")
+    print(f"model {version}\n")
     print("| key | windows offline | in InfluxDB | compared | max relative score difference "
           "| decisions that differ |")
     print("|---|---|---|---|---|---|")
@@ -71,7 +71,7 @@ def main() -> int:
                                 "offline_anomaly": scored.loc[rows[rows].index,
                                                               "is_anomaly"].to_numpy()},
                                index=test.loc[rows, "window_end_ms"].to_numpy())
-        job = job_scores(config, artifact.model_version, key)
+        job = job_scores(config, version, key)
         both = job.join(offline, how="inner")
         difference = ((both["score"] - both["offline_score"]).abs()
                       / both["offline_score"].abs().clip(lower=1e-12))

@@ -260,8 +260,8 @@ def cmd_demo(args, config: JobConfig) -> int:
     if replay_errors:
         raise replay_errors[0]
     _say("== 5/5 Summary ==")
-    from models.artifact import load_artifact
-    version = load_artifact(config.artifact_path).model_version
+    from models.artifact import read_metadata
+    version = read_metadata(config.artifact_path)["model_version"]
     # Earlier runs' scores stay in the measurement; this model's are this run's (a window
     # scored again by the same model overwrites its point).
     points = influxdb.query(config.influxdb.url,
