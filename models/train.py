@@ -65,7 +65,8 @@ def settings_changed_since_training(config: JobConfig, metadata: dict) -> list[s
         for name, value in current.items():
             if stored.get(name) != value:
                 prefix = "model" if section == "settings" else section
-                changes.append(f"{prefix}.{name}: {stored.get(name)} -> {value}")
+                trained = stored.get(name, "not recorded")
+                changes.append(f"{prefix}.{name}: {trained} -> {value}")
     return changes
 
 
