@@ -23,6 +23,23 @@ def test_started_process_is_found_and_stopped(state):
         os.kill(pid, 0)
 
 
+def test_stopping_a_server_stops_what_it_started(state):
+    # As a TaskManager starts its Python workers: a child that outlives a SIGTERM to its parent.
+    code = ("import subprocess, sys, time; "
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "print(child.pid, flush=True); time.sleep(60)")
+    process.start_process("parent", [sys.executable, "-c", code])
+    log = state / "logs" / "parent.out"
+    process.wait_until(lambda: log.read_text().strip() != "", 10, "the child's PID", "parent")
+    child = int(log.read_text().split()[0])
+    assert process.stop_process("parent", timeout_s=10) is True
+    import time
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and process._alive(child):
+        time.sleep(0.1)
+    assert not process._alive(child)
+
+
 def test_a_process_that_ignores_sigterm_is_killed(state):
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
     process.start_process("stubborn", [sys.executable, "-c", code])

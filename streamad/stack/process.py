@@ -87,24 +87,39 @@ def start_process(name: str, argv: Sequence[str], env: dict[str, str] | None = N
 
 
 def stop_process(name: str, timeout_s: float = 30.0) -> bool:
-    """Stop server `name` if we started it: SIGTERM, then SIGKILL after `timeout_s`."""
+    """Stop server `name` if we started it, with everything it started: SIGTERM, then SIGKILL
+    after `timeout_s`.
+
+    A server runs in a process group of its own (`start_process`), and the group is what gets
+    the signals: a Flink TaskManager's Python UDF workers are its children, and a SIGTERM to
+    the JVM alone leaves them running, orphaned."""
     pid = running_pid(name)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
+    _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and _alive(pid):
         _reap(pid)
         time.sleep(0.2)
     if _alive(pid):
         log.warning("%s (PID %d) did not stop within %.0f s; killing it", name, pid, timeout_s)
-        os.kill(pid, signal.SIGKILL)
+        _signal_group(pid, signal.SIGKILL)
         while _alive(pid):
             _reap(pid)
             time.sleep(0.1)
     _reap(pid)  # our own child stays a zombie until reaped
+    # What the server started and did not stop with it (the group outlives its leader).
+    _signal_group(pid, signal.SIGKILL)
     pid_file(name).unlink(missing_ok=True)
     return True
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the process group `pid` leads; a server whose group is gone is skipped."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _reap(pid: int) -> None:
