@@ -19,7 +19,7 @@ Three unsupervised thresholds, each a `ThresholdRule` (a method and its level):
 - ``median_multiple``: ``median_multiple`` times the median training score. Both rules above
   read the tail of the training scores, and a training period is rarely all normal: its own
   unlabeled incidents *are* that tail, so the threshold lands wherever they happen to score
-  (on SMD's machine-1-7, about 7 times the best threshold). The median does not move until
+  (on SMD's machine-1-7, nearly 8 times the best threshold). The median does not move until
   half the training windows are anomalous. It needs a score whose zero means
   "exactly the normal" (a reconstruction error, a distance), so that "20 times the
   typical score" means the same on every key (``score_has_natural_zero`` of
