@@ -47,7 +47,9 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
 
         taskmanager = process.running_pid(flink.TASKMANAGER)
         assert taskmanager is not None, "the stack's TaskManager should run"
-        os.kill(taskmanager, signal.SIGKILL)
+        # The whole TaskManager dies, its Python workers with it, as when its container does
+        # (the JVM alone would leave them running, orphaned, after the test).
+        os.killpg(taskmanager, signal.SIGKILL)
         produce(config, messages[half:])
         flink.start_taskmanager()
 
