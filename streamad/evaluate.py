@@ -385,7 +385,8 @@ def _suits(settings: DetectorSettings) -> bool:
 
 
 def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) -> dict:
-    """HitRate@100% and @150% over the labeled events with an interpretation label."""
+    """HitRate@100% and @150% over the labeled events with an interpretation label, and
+    over those of them the detector flagged (the events its alerts explain)."""
     columns = [m for m in detector.metrics if m in metrics]
     rng = np.random.default_rng(RANDOM_SEED)
     result = {}
@@ -400,13 +401,21 @@ def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) 
         contributions = points[d.key].loc[rows, columns].to_numpy(dtype=np.float64)
         contributions = np.nan_to_num(contributions)
         random = rng.random(contributions.shape)
-        result[d.key] = {"events": len(rows),
+        flagged = points[d.key].loc[rows, "is_anomaly"].fillna(False).to_numpy(bool)
+        flagged_truth = [t for t, f in zip(truth, flagged) if f]
+        result[d.key] = {"events": len(rows), "flagged_events": int(flagged.sum()),
                          "hit_rate_100": hit_rate(contributions, truth, 100),
                          "hit_rate_150": hit_rate(contributions, truth, 150),
-                         "random_hit_rate_150": hit_rate(random, truth, 150)}
+                         "random_hit_rate_150": hit_rate(random, truth, 150),
+                         "flagged_hit_rate_100": hit_rate(contributions[flagged],
+                                                          flagged_truth, 100),
+                         "flagged_hit_rate_150": hit_rate(contributions[flagged],
+                                                          flagged_truth, 150)}
     if result:
-        result["mean"] = {name: float(np.mean([r[name] for r in result.values()]))
-                          for name in ("hit_rate_100", "hit_rate_150", "random_hit_rate_150")}
+        # A key none of whose labeled events was flagged has no flagged hit rate (NaN).
+        result["mean"] = {name: float(np.nanmean([r[name] for r in result.values()]))
+                          for name in ("hit_rate_100", "hit_rate_150", "random_hit_rate_150",
+                                       "flagged_hit_rate_100", "flagged_hit_rate_150")}
     return result
 
 
@@ -509,5 +518,8 @@ def markdown_report(report: dict) -> str:
         lines += ["", "Explanations, over the labeled events with an interpretation label: "
                   f"HitRate@100% {_cell(mean['hit_rate_100'])}, "
                   f"HitRate@150% {_cell(mean['hit_rate_150'])} "
-                  f"(a random ranking: {_cell(mean['random_hit_rate_150'])})."]
+                  f"(a random ranking: {_cell(mean['random_hit_rate_150'])}). Over those of "
+                  "them the detector flagged (what its alerts explain): "
+                  f"HitRate@100% {_cell(mean['flagged_hit_rate_100'])}, "
+                  f"HitRate@150% {_cell(mean['flagged_hit_rate_150'])}."]
     return "\n".join(lines) + "\n"

@@ -66,6 +66,10 @@ def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_fo
     assert ceiling["mean"]["f1"] > 0.3 > random_row["mean"]["f1"]
     assert main_row["mean"]["precision"] > random_row["mean"]["precision"]
     assert 0 <= report["explanations"]["mean"]["hit_rate_150"] <= 1
+    for key in ("machine-2-7", "machine-3-3"):
+        explained = report["explanations"][key]
+        assert 0 < explained["flagged_events"] <= explained["events"]
+        assert 0 <= explained["flagged_hit_rate_150"] <= 1
     assert {r["group"] for r in report["rows"]} == {"unsupervised", "label-tuned"}
     assert "| random scores (reference)" in (out / "evaluation.md").read_text()
     for machine in ("machine-2-7", "machine-3-3"):
