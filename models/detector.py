@@ -61,9 +61,15 @@ def driver_columns(explain_top: int) -> list[tuple[str, str]]:
     return [(f"driver_{i}", f"driver_{i}_share") for i in range(1, explain_top + 1)]
 
 
+def threshold_fits_scorer(rule: ThresholdRule, kind: str) -> bool:
+    """Whether `rule` can set thresholds on the scores of scorer `kind`: a median multiple
+    needs a score whose zero is "normal"."""
+    return rule.method != "median_multiple" or SCORERS[kind].score_has_natural_zero
+
+
 def check_threshold_fits_scorer(rule: ThresholdRule, kind: str) -> None:
-    """Refuse a median-multiple threshold on a score whose zero is not "normal"."""
-    if rule.method == "median_multiple" and not SCORERS[kind].score_has_natural_zero:
+    """Refuse a threshold rule that cannot work on the scorer's scores, saying why."""
+    if not threshold_fits_scorer(rule, kind):
         scorers = [name for name, cls in SCORERS.items() if cls.score_has_natural_zero]
         raise ValueError(
             f"the median_multiple threshold needs a score that is 0 on exactly normal windows; "

@@ -41,7 +41,7 @@ import pandas as pd
 
 from models.data import TIME_MS_COLUMN, load_events_csv
 from models.drift import DriftTracker
-from models.detector import Detector, DetectorSettings, check_threshold_fits_scorer
+from models.detector import Detector, DetectorSettings, threshold_fits_scorer
 from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
                                false_alarm_runs, hit_rate, point_adjusted,
                                precision_recall_f1)
@@ -377,11 +377,7 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
 
 def _suits(settings: DetectorSettings) -> bool:
     """Whether the settings' threshold rule can be used with their scorer."""
-    try:
-        check_threshold_fits_scorer(settings.threshold_rule, settings.kind)
-    except ValueError:
-        return False
-    return True
+    return threshold_fits_scorer(settings.threshold_rule, settings.kind)
 
 
 def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) -> dict:

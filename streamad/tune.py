@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from models.evaluation import precision_recall_f1
-from models.scorers import SCORERS
+from models.detector import threshold_fits_scorer
 from models.threshold import ThresholdRule
 from models.tuning import best_candidate, leave_one_key_out
 from streamad.config import JobConfig
@@ -76,8 +76,7 @@ def candidates_of(kinds: Sequence[str], caps: Sequence[float], rates: Sequence[f
              + [ThresholdRule("pot", float(risk)) for risk in pot_risks]
              + [ThresholdRule("median_multiple", float(m)) for m in multiples])
     grid = [Candidate(kind, float(cap), rule) for kind in kinds for cap in caps
-            for rule in rules
-            if rule.method != "median_multiple" or SCORERS[kind].score_has_natural_zero]
+            for rule in rules if threshold_fits_scorer(rule, kind)]
     return [configured] + [c for c in grid if c != configured]
 
 
