@@ -39,8 +39,8 @@ from models.data import TIME_MS_COLUMN
 from models.evaluation import hit_rate, precision_recall_f1
 from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
-from streamad.evaluate import (LABEL_COLUMN, WindowedRun, find_keys, load_key,
-                               points_of)
+from streamad.evaluate import (LABEL_COLUMN, WindowedRun, find_keys, interpreted_events,
+                               load_key, points_of)
 
 LEVEL_STATISTICS = ("mean", "min", "max", "last")
 
@@ -167,11 +167,7 @@ def explanation_study(detector, run: WindowedRun, say) -> None:
         rates = {100: [], 150: []}
         metrics = list(run.config.schema.metric_fields)
         for d in run.data:
-            rows, truth = [], []
-            for start, end, true_metrics in d.interpretation:
-                for position in range(start, min(end, len(d.test))):
-                    rows.append(position)
-                    truth.append([detector.metrics.index(metrics[i]) for i in true_metrics])
+            rows, truth = interpreted_events(d, detector.metrics, metrics)
             if not rows:
                 continue
             ranked = np.nan_to_num(points[d.key].loc[rows, detector.metrics].to_numpy())

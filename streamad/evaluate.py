@@ -380,6 +380,18 @@ def _suits(settings: DetectorSettings) -> bool:
     return threshold_fits_scorer(settings.threshold_rule, settings.kind)
 
 
+def interpreted_events(d: KeyData, columns: list[str], metrics: list[str]
+                       ) -> tuple[list[int], list[list[int]]]:
+    """The test rows an interpretation label covers, and for each the positions in `columns`
+    of the metrics its label names (`metrics`: the schema's, in the labels' numbering)."""
+    rows, truth = [], []
+    for start, end, true_metrics in d.interpretation:
+        for position in range(start, min(end, len(d.test))):
+            rows.append(position)
+            truth.append([columns.index(metrics[i]) for i in true_metrics])
+    return rows, truth
+
+
 def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) -> dict:
     """HitRate@100% and @150% over the labeled events with an interpretation label, and
     over those of them the detector flagged (the events its alerts explain)."""
@@ -389,11 +401,7 @@ def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) 
     for d in data:
         if not d.interpretation:
             continue
-        rows, truth = [], []
-        for start, end, true_metrics in d.interpretation:
-            for position in range(start, min(end, len(d.test))):
-                rows.append(position)
-                truth.append([columns.index(metrics[i]) for i in true_metrics])
+        rows, truth = interpreted_events(d, columns, metrics)
         contributions = points[d.key].loc[rows, columns].to_numpy(dtype=np.float64)
         contributions = np.nan_to_num(contributions)
         random = rng.random(contributions.shape)
