@@ -8,7 +8,18 @@ the offline path (`streamad evaluate`, training) call. It is free of Flink. Per 
    pooled over all keys (``baseline="pooled"``) or one per key (``"per_key"``; keys with too
    little training data, and keys unseen in training, fall back to the pooled one);
 3. the key's `TailCalibrator` turns it into a grade in [0, 1] and holds the key's threshold;
-4. the scorer's feature contributions, summed per metric, name the metrics that drove it.
+4. the explanation names the metrics that drove it (``explain_with``):
+
+   - ``deviation`` (the default): each metric's largest distance from the key's normal, in
+     the key's own standard deviations, over the metric's features (not capped);
+   - ``score``: the scorer's own feature contributions (for PCA the squared residuals),
+     summed per metric.
+
+   On SMD's interpretation labels the deviations name the labeled metrics more often
+   (``streamad evaluate`` reports both). A reconstruction error smears one metric's
+   deviation over the metrics it correlates with; the score's own contributions still say
+   what a multivariate scorer reacted to, where a window breaks a correlation without any
+   metric leaving its range.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from models.scorers import SCORERS, make_scorer
 from models.threshold import LEVEL_NAMES, TailCalibrator, ThresholdRule
 
 BASELINES = ("pooled", "per_key")
+EXPLANATIONS = ("deviation", "score")
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,7 @@ class DetectorSettings:
     n_neighbors: int = 5
     random_state: int | None = 0
     explain_top: int = 5
+    explain_with: str = "deviation"
     # A key needs this many training windows for a model and a calibration of its own.
     min_key_windows: int = 200
 
@@ -170,9 +183,10 @@ class Detector:
               ) -> pd.DataFrame:
         """One row per window: score, grade, threshold, is_anomaly, drivers, out_of_range.
 
-        ``drivers`` lists up to ``explain_top`` (metric, share) pairs, largest share first,
-        shares of the window's total contribution; ``out_of_range`` lists the metrics with a
-        feature at the scaling cap (far outside the key's training range).
+        ``drivers`` lists up to ``explain_top`` (metric, share) pairs, largest share first:
+        each metric's share of the window's summed deviations, or of its score's
+        contributions (``explain_with``, see the module docstring). ``out_of_range`` lists
+        the metrics with a feature at the scaling cap (far outside the key's training range).
         """
         return self.score_with_shares(features, keys, explain)[0]
 
@@ -181,15 +195,17 @@ class Detector:
         """`score`, and with ``explain`` the (windows x metrics) matrix of metric shares,
         each row summing to 1 (0 where all contributions are 0); None without."""
         keys = np.asarray(keys).astype(str)
-        Z = self.scaler_.transform(self._matrix(features), keys)
+        deviations = self.scaler_.standardize(self._matrix(features), keys)
+        Z = self.scaler_.capped(deviations)
         scores = np.empty(len(Z))
         grades = np.empty(len(Z))
         thresholds = np.empty(len(Z))
-        contributions = np.empty_like(Z) if explain else None
+        by_score = explain and self.settings.explain_with == "score"
+        contributions = np.empty_like(Z) if by_score else None
         for key in np.unique(keys):
             rows = keys == key
             scorer = self._scorer_for(key)
-            if explain:
+            if by_score:
                 scores[rows], contributions[rows] = scorer.score_and_contributions(Z[rows])
             else:
                 scores[rows] = scorer.score_samples(Z[rows])
@@ -199,12 +215,22 @@ class Detector:
                                "is_anomaly": scores > thresholds}, index=features.index)
         if not explain:
             return result, None
-        per_metric = contributions @ self._to_metric
+        per_metric = (contributions @ self._to_metric if by_score
+                      else self._largest_deviations(deviations))
         totals = per_metric.sum(axis=1, keepdims=True)
         shares = np.divide(per_metric, totals, out=np.zeros_like(per_metric), where=totals > 0)
         result["drivers"] = self._drivers(shares)
         result["out_of_range"] = self._out_of_range(Z)
         return result, shares
+
+    def _largest_deviations(self, deviations: np.ndarray) -> np.ndarray:
+        """(windows x metrics): the largest |deviation| over each metric's features; a
+        missing feature deviates by nothing."""
+        magnitudes = np.nan_to_num(np.abs(deviations), nan=0.0)
+        per_metric = np.empty((len(magnitudes), len(self.metrics)))
+        for j in range(len(self.metrics)):
+            per_metric[:, j] = magnitudes[:, self._to_metric[:, j] > 0].max(axis=1)
+        return per_metric
 
     def _drivers(self, shares: np.ndarray) -> list[list[tuple[str, float]]]:
         top = np.argsort(-shares, axis=1, kind="stable")[:, :self.settings.explain_top]

@@ -57,7 +57,9 @@ class KeyedScaler:
     def known(self, key: str) -> bool:
         return str(key) in self.per_key_
 
-    def transform(self, X: np.ndarray, keys: Sequence) -> np.ndarray:
+    def standardize(self, X: np.ndarray, keys: Sequence) -> np.ndarray:
+        """Each value in standard deviations of its key's normal, not capped: how far out a
+        metric really is, which the explanations rank by."""
         X = np.asarray(X, dtype=np.float64)
         keys = np.asarray(keys).astype(str)
         center = np.empty_like(X)
@@ -65,7 +67,14 @@ class KeyedScaler:
         for key in np.unique(keys):
             rows = keys == key
             center[rows], scale[rows] = self.per_key_.get(key, self.pooled_)
-        return np.clip((X - center) / scale, -self.cap, self.cap)
+        return (X - center) / scale
+
+    def transform(self, X: np.ndarray, keys: Sequence) -> np.ndarray:
+        return self.capped(self.standardize(X, keys))
+
+    def capped(self, Z: np.ndarray) -> np.ndarray:
+        """`standardize`'s values clipped to the cap: what the scorers see."""
+        return np.clip(Z, -self.cap, self.cap)
 
     def at_cap(self, Z: np.ndarray) -> np.ndarray:
         """Which scaled values sit at the cap: out of the key's training range."""

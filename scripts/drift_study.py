@@ -1,5 +1,5 @@
-"""Would automatic re-baselining, or other explanations, help on SMD? The measurements behind
-the README's "Drift" and "Where this falls short" paragraphs.
+"""Would automatic re-baselining help on SMD? The measurements behind the README's "Drift" and
+"Where this falls short" paragraphs.
 
     bin/streamad python scripts/drift_study.py   # about 1 minute; prints the tables and
                                                  # writes models/results/smd/drift_study.md
@@ -22,9 +22,7 @@ Then the daily spikes: per key and metric, the minutes of the day at which the m
 than 20 training sd from its training mean on at least 5 days of the train half, and how
 many of the test half's events at those minutes are labeled anomalous.
 
-Then the explanation variants, on the configured detector's test windows: HitRate@100% and
-@150% for the PCA residuals (what the product ships) and for the per-metric |z| of the
-window's features (the largest over the metric's statistics).
+The explanation methods are compared by `streamad evaluate` itself.
 """
 
 from __future__ import annotations
@@ -36,11 +34,10 @@ import numpy as np
 import pandas as pd
 
 from models.data import TIME_MS_COLUMN
-from models.evaluation import hit_rate, precision_recall_f1
+from models.evaluation import precision_recall_f1
 from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
-from streamad.evaluate import (LABEL_COLUMN, WindowedRun, find_keys, interpreted_events,
-                               load_key, points_of)
+from streamad.evaluate import LABEL_COLUMN, WindowedRun, find_keys, load_key
 
 LEVEL_STATISTICS = ("mean", "min", "max", "last")
 
@@ -105,23 +102,20 @@ def main() -> None:
         print(line, flush=True)
         lines.append(line)
 
-    say(f"# Drift treatments and explanations on {data_dir}\n")
+    say(f"# Drift treatments on {data_dir}\n")
     say(f"Drift signal: trailing mean of {args.context} windows; k in training sd.\n")
     say(f"| treatment | mean point F1 | {' | '.join(keys)} |")
     say("|---|---|" + "---|" * len(keys))
-    detector = None
     for mode, k, label in rows:
         frame = features if mode == "none" else treated(
             features, aggregates, is_train, key_field, metrics, trailing, mode, k)
-        fitted, _, points = run.score(settings, features=frame)
+        _, _, points = run.score(settings, features=frame)
         f1 = {key: precision_recall_f1(points[key]["is_anomaly"].to_numpy(bool),
                                        labels[key])["f1"] for key in keys}
-        detector = detector or fitted
         say(f"| {label} | {np.mean(list(f1.values())):.3f} | "
             + " | ".join(f"{f1[key]:.2f}" for key in keys) + " |")
 
     daily_spike_study(run.data, metrics, say)
-    explanation_study(detector, run, say)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text("\n".join(lines) + "\n")
 
@@ -146,34 +140,6 @@ def daily_spike_study(data, metrics, say, far_sd: float = 20.0, min_days: int = 
                     at = test_minute == minute
                     say(f"| {d.key} | {metric} | {minute // 60:02d}:{minute % 60:02d} | {days} | "
                         f"{at.sum()} | {int(labels[at].sum())} |")
-
-
-def explanation_study(detector, run: WindowedRun, say) -> None:
-    test = ~run.is_train
-    keys = run.aggregates.loc[test, run.config.schema.key_field].to_numpy().astype(str)
-    matrix = run.features.loc[test, run.feature_names].to_numpy(np.float64)
-    scaled = detector.scaler_.transform(matrix, keys)
-    _, residuals = detector.pooled_scorer_.score_and_contributions(scaled)
-    to_metric = detector._to_metric  # features x metrics, 0/1
-    largest_z = np.stack([np.abs(scaled)[:, to_metric[:, j] > 0].max(axis=1)
-                          for j in range(to_metric.shape[1])], axis=1)
-    variants = {"PCA residuals (shipped)": residuals @ to_metric,
-                "largest z-magnitude per metric": largest_z}
-    say("\n| explanation | HitRate@100% | HitRate@150% |\n|---|---|---|")
-    for label, per_metric in variants.items():
-        frame = pd.DataFrame(per_metric, columns=detector.metrics,
-                             index=run.aggregates.index[test])
-        points = points_of(run.data, run.aggregates.loc[test], frame, run.config)
-        rates = {100: [], 150: []}
-        metrics = list(run.config.schema.metric_fields)
-        for d in run.data:
-            rows, truth = interpreted_events(d, detector.metrics, metrics)
-            if not rows:
-                continue
-            ranked = np.nan_to_num(points[d.key].loc[rows, detector.metrics].to_numpy())
-            for percent in rates:
-                rates[percent].append(hit_rate(ranked, truth, percent))
-        say(f"| {label} | {np.mean(rates[100]):.3f} | {np.mean(rates[150]):.3f} |")
 
 
 if __name__ == "__main__":

@@ -187,15 +187,20 @@ class ModelConfig:
     random_state: int = 0
     # Metrics named in each alert's explanation.
     explain_top: int = 5
+    # How the explanation ranks metrics: deviation (each metric's largest distance from the
+    # key's normal, in its standard deviations) or score (the scorer's own contributions, for
+    # PCA its squared residuals). See models/detector.py.
+    explain_with: str = "deviation"
 
     def _validate(self) -> None:
-        from models.detector import BASELINES
+        from models.detector import BASELINES, EXPLANATIONS
         from models.scorers import SCORERS
         from models.threshold import THRESHOLD_METHODS
         if not isinstance(self.artifact_dir, str) or not self.artifact_dir:
             raise ConfigError("model.artifact_dir must be a folder path.")
         for name, allowed in (("kind", SCORERS), ("baseline", BASELINES),
-                              ("threshold_method", THRESHOLD_METHODS)):
+                              ("threshold_method", THRESHOLD_METHODS),
+                              ("explain_with", EXPLANATIONS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name} must be one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}.")
@@ -237,7 +242,7 @@ class ModelConfig:
             median_multiple=float(self.median_multiple),
             n_estimators=self.n_estimators, pca_variance=float(self.pca_variance),
             n_neighbors=self.n_neighbors, random_state=self.random_state,
-            explain_top=self.explain_top)
+            explain_top=self.explain_top, explain_with=self.explain_with)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
      "model.median_multiple must be a number above 1"),
     (minimal(model={"kind": "iforest", "threshold_method": "median_multiple"}),
      "the iforest scorer's is not. Use it with pca, robust_z, knn"),
+    (minimal(model={"explain_with": "shap"}),
+     "model.explain_with must be one of deviation, score, got 'shap'"),
     (minimal(influxdb={"url": "influx:8086"}), "influxdb.url must look like http://host:8086"),
     (minimal(kafka={"transaction_timeout_ms": 20000}, flink={"checkpoint_interval_s": 10}),
      "well above flink.checkpoint_interval_s"),

@@ -70,6 +70,11 @@ def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_fo
         explained = report["explanations"][key]
         assert 0 < explained["flagged_events"] <= explained["events"]
         assert 0 <= explained["flagged_hit_rate_150"] <= 1
+    # Both explanation methods are measured on the same detector, the configured one first.
+    methods = report["explanation_methods"]
+    assert list(methods) == ["deviation", "score"]
+    assert methods["deviation"] == report["explanations"]["mean"]
+    assert methods["score"]["hit_rate_150"] != methods["deviation"]["hit_rate_150"]
     assert {r["group"] for r in report["rows"]} == {"unsupervised", "label-tuned"}
     assert "| random scores (reference)" in (out / "evaluation.md").read_text()
     for machine in ("machine-2-7", "machine-3-3"):

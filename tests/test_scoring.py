@@ -239,6 +239,46 @@ def test_one_drifting_metric_is_capped_and_named():
     assert scored["drivers"].iloc[0][0][0] == "disk"
 
 
+def test_deviation_explanation_ranks_metrics_beyond_the_cap():
+    features, keys, names = _keyed(np.random.default_rng(5))
+    window = features.iloc[:1].copy()
+    # Both past the cap of 5 sd, where the score sees them alike; disk is further out.
+    window["cpu__mean"] = 100.0 + 10 * 20
+    window["disk__mean"] = 100.0 + 10 * 60
+    shares = {}
+    for method in ("deviation", "score"):
+        settings = DetectorSettings(kind="robust_z", cap=5.0, explain_with=method)
+        detector = Detector(names, settings).fit(features, keys)
+        shares[method] = dict(detector.score(window, ["busy"])["drivers"].iloc[0])
+    # (Not exactly alike: the robust z scorer rescales the capped values by their spread.)
+    assert shares["score"]["cpu"] == pytest.approx(shares["score"]["disk"], rel=0.1)
+    # About 60 sd against 20: three times the share.
+    assert shares["deviation"]["disk"] == pytest.approx(3 * shares["deviation"]["cpu"],
+                                                        rel=0.05)
+    assert list(shares["deviation"]) == ["disk", "cpu", "mem"]
+
+
+def test_score_explanation_names_a_broken_correlation_that_deviations_miss():
+    rng = np.random.default_rng(8)
+    n = 2000
+    a = rng.normal(size=n)
+    names = ["a__mean", "b__mean", "c__mean", "d__mean", "e__mean", "f__mean"]
+    train = pd.DataFrame(np.column_stack([a, a + rng.normal(0, 0.05, n),
+                                          rng.normal(size=(n, 4))]), columns=names)
+    # a and b, always together in training, part by one sd each; c is 2.5 sd out, but c
+    # on its own is a direction the PCA has seen.
+    window = pd.DataFrame([[1.0, -1.0, 2.5, 0.0, 0.0, 0.0]], columns=names)
+    drivers = {}
+    for method in ("deviation", "score"):
+        settings = DetectorSettings(kind="pca", pca_variance=0.9, explain_with=method)
+        detector = Detector(names, settings).fit(train, ["k"] * n)
+        scored = detector.score(window, ["k"])
+        assert bool(scored["is_anomaly"].iloc[0])
+        drivers[method] = [metric for metric, _ in scored["drivers"].iloc[0]]
+    assert drivers["deviation"][0] == "c"
+    assert set(drivers["score"][:2]) == {"a", "b"}
+
+
 def test_unseen_key_is_scored_against_the_pooled_baseline():
     features, keys, names = _keyed(np.random.default_rng(6))
     detector = Detector(names, DetectorSettings(kind="iforest", n_estimators=30)).fit(features,
