@@ -74,6 +74,22 @@ def driver_columns(explain_top: int) -> list[tuple[str, str]]:
     return [(f"driver_{i}", f"driver_{i}_share") for i in range(1, explain_top + 1)]
 
 
+def joined_metrics(metrics: Sequence[str]) -> str:
+    """A list of metrics as the one text column flat rows carry (``out_of_range``).
+
+    >>> joined_metrics(["m04", "m06"]), split_metrics(joined_metrics(["m04", "m06"]))
+    ('m04,m06', ['m04', 'm06'])
+    >>> split_metrics(""), split_metrics(None)
+    ([], [])
+    """
+    return ",".join(metrics)
+
+
+def split_metrics(text: str | None) -> list[str]:
+    """The metrics of a `joined_metrics` text; none for an empty or missing one."""
+    return text.split(",") if text else []
+
+
 def threshold_fits_scorer(rule: ThresholdRule, kind: str) -> bool:
     """Whether `rule` can set thresholds on the scores of scorer `kind`: a median multiple
     needs a score whose zero is "normal"."""

@@ -107,3 +107,11 @@ def test_token_is_not_part_of_the_configuration(tmp_path, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV_VAR, "user:secret-value")
     config = load_config(write(tmp_path, minimal()), environ={})
     assert "secret-value" not in repr(config) and "secret-value" not in str(config.to_dict())
+
+
+def test_detector_settings_default_to_the_configurations_defaults():
+    # DetectorSettings (models/) and ModelConfig each hold the defaults, because the
+    # configuration does not import the scoring core until it validates; they must agree.
+    from models.detector import DetectorSettings
+    from streamad.config import ModelConfig
+    assert ModelConfig().detector_settings() == DetectorSettings()

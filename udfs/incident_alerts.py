@@ -13,7 +13,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from models.detector import driver_columns
+from models.detector import driver_columns, split_metrics
 from models.drift import DriftPolicy, DriftRun, DriftTracker
 from models.incidents import IncidentPolicy, IncidentTracker
 
@@ -80,7 +80,7 @@ class IncidentAlerts(KeyedProcessFunction):
                       version_at_peak, peak_out_of_range, *drivers)
 
         drift = DriftTracker.from_state(key, self.drift_policy, self._drift.value())
-        drift_events = drift.update((start, end), out_of_range.split(",") if out_of_range else [])
+        drift_events = drift.update((start, end), split_metrics(out_of_range))
         self._drift.update(drift.state())
         for kind, run in drift_events:
             yield Row(*drift_alert_values(kind, key, run, version, self.explain_top))

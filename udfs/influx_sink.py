@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
+from models.detector import split_metrics
+
 log = logging.getLogger(__name__)
 
 SCORE_FIELDS = ("score", "grade", "is_anomaly", "threshold", "out_of_range")
@@ -119,7 +121,7 @@ class WriteScoresToInflux(ScalarFunction):
         out_of_range = fields.pop("out_of_range").fillna("").astype(str).to_numpy(object)
         fields.insert(4, "out_of_range", out_of_range)
         fields.insert(5, "out_of_range_count",
-                      np.array([len(v.split(",")) if v else 0 for v in out_of_range], np.int64))
+                      np.array([len(split_metrics(v)) for v in out_of_range], np.int64))
         end_ms = (pd.to_datetime(window_ends).astype("datetime64[ms]").astype(np.int64)
                   .to_numpy())
         lines = to_line_protocol(self.measurement, self.key_tag, keys, model_versions, end_ms,

@@ -15,7 +15,7 @@ from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from models.artifact import ModelArtifact, load_artifact
-from models.detector import driver_columns
+from models.detector import driver_columns, joined_metrics
 from models.features import aggregate_columns, feature_names, features_from_aggregates
 from streamad.events import validate_events
 
@@ -59,7 +59,7 @@ def score_result_type(features: Sequence[str], explain_top: int):
 def flatten_scores(scored: pd.DataFrame, explain_top: int) -> pd.DataFrame:
     """The detector's drivers and out-of-range lists as the flat columns Flink rows carry."""
     flat = scored[["score", "grade", "is_anomaly", "threshold"]].copy()
-    flat["out_of_range"] = [",".join(metrics) for metrics in scored["out_of_range"]]
+    flat["out_of_range"] = [joined_metrics(metrics) for metrics in scored["out_of_range"]]
     for rank, (metric, share) in enumerate(driver_columns(explain_top)):
         flat[metric] = [d[rank][0] if len(d) > rank else None for d in scored["drivers"]]
         flat[share] = [d[rank][1] if len(d) > rank else np.nan for d in scored["drivers"]]
