@@ -481,7 +481,7 @@ def _drift_cell(alerts: list[dict]) -> str:
 
 
 def _cell(value, digits=3) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
     if isinstance(value, (int, np.integer)):
         return str(value)
@@ -517,16 +517,20 @@ def markdown_report(report: dict) -> str:
     keys = report["data"]["keys"]
     lines += ["", f"Per key, {main['name']} ({main['threshold']}):", "",
               "| key | point P | point R | point F1 | composite F1 | "
-              f"PA%{PA_K_PERCENT} F1 | incidents | false incidents / day | drift alerts |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              f"PA%{PA_K_PERCENT} F1 | incidents | false incidents / day | drift alerts | "
+              "HitRate@150%, all / flagged |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for key in keys:
         f = main["per_key"][key]
         inc = report["incidents"][key]
+        explained = report["explanations"].get(key)
+        hit_rates = (f"{_cell(explained['hit_rate_150'], 2)} / "
+                     f"{_cell(explained['flagged_hit_rate_150'], 2)}" if explained else "–")
         lines.append(f"| {key} | {_cell(f['precision'])} | {_cell(f['recall'])} | "
                      f"{_cell(f['f1'])} | {_cell(f['composite_f1'])} | "
                      f"{_cell(f[f'pa{PA_K_PERCENT}_f1'])} | {inc['incidents']} | "
                      f"{_cell(inc['false_alerts_per_day'], 2)} | "
-                     f"{_drift_cell(inc['drift_alerts'])} |")
+                     f"{_drift_cell(inc['drift_alerts'])} | {hit_rates} |")
     if report["explanations"]:
         configured = report["config"]["model"]["explain_with"]
         lines += ["", "Explanations (HitRate, OmniAnomaly's definition), over all labeled events "

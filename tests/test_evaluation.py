@@ -76,7 +76,11 @@ def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_fo
     assert methods["deviation"] == report["explanations"]["mean"]
     assert methods["score"]["hit_rate_150"] != methods["deviation"]["hit_rate_150"]
     assert {r["group"] for r in report["rows"]} == {"unsupervised", "label-tuned"}
-    assert "| random scores (reference)" in (out / "evaluation.md").read_text()
+    markdown = (out / "evaluation.md").read_text()
+    assert "| random scores (reference)" in markdown
+    explained = report["explanations"]["machine-2-7"]
+    assert (f"| {explained['hit_rate_150']:.2f} / {explained['flagged_hit_rate_150']:.2f} |"
+            in markdown)
     for machine in ("machine-2-7", "machine-3-3"):
         assert (out / f"{machine}.png").read_bytes()[:4] == b"\x89PNG"
 
