@@ -159,7 +159,7 @@ def alerts_ddl(config: JobConfig) -> str:
   threshold DOUBLE,
   model_version STRING,
   out_of_range STRING,
-  drivers ARRAY<ROW<metric STRING, share DOUBLE>>
+  drivers ARRAY<ROW<metric STRING, share DOUBLE, deviation DOUBLE>>
 ) WITH (
   {_with({**_exactly_once_sink(config, config.kafka.alerts_topic,
                                config.flink.job_name + '-alerts'),
@@ -246,7 +246,7 @@ _ISO_SECONDS = "'yyyy-MM-dd''T''HH:mm:ss''Z'''"
 
 def scored_windows_query(explain_top: int) -> str:
     """What the incident policy sees of each window, in the order IncidentAlerts reads it."""
-    drivers = "".join(f", s.{metric}, s.{share}" for metric, share in driver_columns(explain_top))
+    drivers = "".join(f", s.{', s.'.join(columns)}" for columns in driver_columns(explain_top))
     return f"""SELECT event_key, DATE_FORMAT(window_start, {_ISO_SECONDS}) AS window_start,
   DATE_FORMAT(window_end, {_ISO_SECONDS}) AS window_end, s.score, s.grade, s.is_anomaly,
   s.threshold, s.model_version, s.out_of_range{drivers}
@@ -269,7 +269,7 @@ SELECT {WRITE_UDF}(event_key, window_end, s.model_version, {values}) FROM scored
 
 def insert_alerts(explain_top: int) -> str:
     """From the view `incident_alerts` (the IncidentAlerts stream) into the alerts topic."""
-    drivers = ", ".join(f"ROW({metric}, {share})" for metric, share in driver_columns(explain_top))
+    drivers = ", ".join(f"ROW({', '.join(columns)})" for columns in driver_columns(explain_top))
     return f"""INSERT INTO alerts
 SELECT `alert`, `key`, incident_start, incident_end, opened_at, peak_score, peak_grade,
        windows, threshold, model_version, out_of_range, ARRAY[{drivers}]

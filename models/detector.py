@@ -64,14 +64,15 @@ class DetectorSettings:
         return ThresholdRule(method, getattr(self, LEVEL_NAMES[method]))
 
 
-def driver_columns(explain_top: int) -> list[tuple[str, str]]:
-    """(metric column, share column) names of the ranked drivers where rows are flat (the
+def driver_columns(explain_top: int) -> list[tuple[str, str, str]]:
+    """(metric, share, deviation) column names of the ranked drivers where rows are flat (the
     job's rows and alerts), most important first.
 
-    >>> driver_columns(2)
-    [('driver_1', 'driver_1_share'), ('driver_2', 'driver_2_share')]
+    >>> driver_columns(1)
+    [('driver_1', 'driver_1_share', 'driver_1_deviation')]
     """
-    return [(f"driver_{i}", f"driver_{i}_share") for i in range(1, explain_top + 1)]
+    return [(f"driver_{i}", f"driver_{i}_share", f"driver_{i}_deviation")
+            for i in range(1, explain_top + 1)]
 
 
 def joined_metrics(metrics: Sequence[str]) -> str:
@@ -199,10 +200,12 @@ class Detector:
               ) -> pd.DataFrame:
         """One row per window: score, grade, threshold, is_anomaly, drivers, out_of_range.
 
-        ``drivers`` lists up to ``explain_top`` (metric, share) pairs, largest share first:
-        each metric's share of the window's summed deviations, or of its score's
-        contributions (``explain_with``, see the module docstring). ``out_of_range`` lists
-        the metrics with a feature at the scaling cap (far outside the key's training range).
+        ``drivers`` lists up to ``explain_top`` (metric, share, deviation) triples, largest
+        share first. The share is the metric's part of the window's summed deviations, or of
+        its score's contributions (``explain_with``, see the module docstring); the deviation
+        is signed, the metric's furthest feature from the key's normal in the key's training
+        standard deviations (+37.2: far above normal). ``out_of_range`` lists the metrics
+        with a feature at the scaling cap (far outside the key's training range).
         """
         return self.score_with_shares(features, keys, explain)[0]
 
@@ -231,27 +234,31 @@ class Detector:
                                "is_anomaly": scores > thresholds}, index=features.index)
         if not explain:
             return result, None
-        per_metric = (contributions @ self._to_metric if by_score
-                      else self._largest_deviations(deviations))
+        signed = self._largest_deviations(deviations)
+        per_metric = contributions @ self._to_metric if by_score else np.abs(signed)
         totals = per_metric.sum(axis=1, keepdims=True)
         shares = np.divide(per_metric, totals, out=np.zeros_like(per_metric), where=totals > 0)
-        result["drivers"] = self._drivers(shares)
+        result["drivers"] = self._drivers(shares, signed)
         result["out_of_range"] = self._out_of_range(Z)
         return result, shares
 
     def _largest_deviations(self, deviations: np.ndarray) -> np.ndarray:
-        """(windows x metrics): the largest |deviation| over each metric's features; a
-        missing feature deviates by nothing."""
-        magnitudes = np.nan_to_num(np.abs(deviations), nan=0.0)
-        per_metric = np.empty((len(magnitudes), len(self.metrics)))
+        """(windows x metrics): per metric, the deviation of its feature furthest from the
+        key's normal, with its sign; a missing feature deviates by nothing."""
+        deviations = np.nan_to_num(deviations, nan=0.0)
+        rows = np.arange(len(deviations))
+        per_metric = np.empty((len(deviations), len(self.metrics)))
         for j in range(len(self.metrics)):
-            per_metric[:, j] = magnitudes[:, self._to_metric[:, j] > 0].max(axis=1)
+            own = deviations[:, self._to_metric[:, j] > 0]
+            per_metric[:, j] = own[rows, np.abs(own).argmax(axis=1)]
         return per_metric
 
-    def _drivers(self, shares: np.ndarray) -> list[list[tuple[str, float]]]:
+    def _drivers(self, shares: np.ndarray, deviations: np.ndarray
+                 ) -> list[list[tuple[str, float, float]]]:
         top = np.argsort(-shares, axis=1, kind="stable")[:, :self.settings.explain_top]
-        return [[(self.metrics[j], float(round(shares[i, j], 4))) for j in row
-                 if shares[i, j] > 0] for i, row in enumerate(top)]
+        return [[(self.metrics[j], float(round(shares[i, j], 4)),
+                  float(round(deviations[i, j], 2))) for j in row if shares[i, j] > 0]
+                for i, row in enumerate(top)]
 
     def _out_of_range(self, Z: np.ndarray) -> list[list[str]]:
         capped = (self.scaler_.at_cap(Z).astype(np.float64) @ self._to_metric) > 0

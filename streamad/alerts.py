@@ -78,6 +78,15 @@ def read_topic(bootstrap_servers: str, topic: str, from_beginning: bool = True,
         consumer.close()
 
 
+def _format_driver(driver: dict) -> str:
+    """'m06 62% (+37.2 sd)': the metric, its share, and how many of the key's standard
+    deviations it is from normal (alerts of earlier versions carry no deviation)."""
+    text = f"{driver['metric']} {driver['share']:.0%}"
+    if driver.get("deviation") is not None:
+        text += f" ({driver['deviation']:+.3g} sd)"
+    return text
+
+
 def format_alert(value: bytes) -> str:
     """One line per alert (an incident opening or ending, a metric drifting or back) for
     people.
@@ -85,9 +94,10 @@ def format_alert(value: bytes) -> str:
     >>> format_alert(b'{"alert": "open", "key": "m1", "incident_start": "2024-01-01T00:00:00Z",'
     ...     b' "incident_end": null, "opened_at": "2024-01-01T00:15:00Z", "peak_score": 9.5,'
     ...     b' "peak_grade": 0.71, "windows": 2, "threshold": 4.2, "model_version": "pca-1",'
-    ...     b' "out_of_range": "m06", "drivers": [{"metric": "m06", "share": 0.62},'
-    ...     b' {"metric": "m01", "share": 0.2}, {"metric": null, "share": null}]}')
-    'OPEN  m1  since 2024-01-01T00:00:00Z  grade 0.71 (score 9.50 > 4.20)  drivers m06 62%, m01 20%  out of range: m06  (pca-1)'
+    ...     b' "out_of_range": "m06", "drivers": [{"metric": "m06", "share": 0.62,'
+    ...     b' "deviation": 37.21}, {"metric": "m01", "share": 0.2, "deviation": -4.1},'
+    ...     b' {"metric": null, "share": null, "deviation": null}]}')
+    'OPEN  m1  since 2024-01-01T00:00:00Z  grade 0.71 (score 9.50 > 4.20)  drivers m06 62% (+37.2 sd), m01 20% (-4.1 sd)  out of range: m06  (pca-1)'
     >>> format_alert(b'{"key": "m1", "score": 9.5}')
     '?     not an alert of this version: {"key": "m1", "score": 9.5}'
     """
@@ -99,8 +109,7 @@ def format_alert(value: bytes) -> str:
         return f"?     not an alert of this version: {value[:300].decode(errors='replace')}"
     if kind in ("drift", "drift_end"):
         return _format_drift(alert)
-    drivers = ", ".join(f"{d['metric']} {d['share']:.0%}" for d in alert.get("drivers") or []
-                        if d.get("metric"))
+    drivers = ", ".join(_format_driver(d) for d in alert.get("drivers") or [] if d.get("metric"))
     span = (f"since {alert['incident_start']}" if kind == "open" else
             f"{alert['incident_start']} .. {alert['incident_end']}, {alert['windows']} windows")
     line = (f"{kind.upper():5} {alert['key']}  {span}  grade {alert['peak_grade']:.2f} "

@@ -196,6 +196,7 @@ def test_score_udf_matches_offline_scoring_without_flink(tmp_path):
     assert (result["is_anomaly"] == expected["is_anomaly"]).all()
     assert (result["grade"].between(0, 1)).all()
     assert result["driver_1"].tolist() == [d[0][0] for d in expected["drivers"]]
+    assert result["driver_1_deviation"].tolist() == [d[0][2] for d in expected["drivers"]]
     assert set(result["model_version"]) == {udf._artifact.model_version}
     # What the UDF pickles into the job holds no model, only the path.
     assert udf.__getstate__()["_artifact"] is None
@@ -245,17 +246,24 @@ def test_deviation_explanation_ranks_metrics_beyond_the_cap():
     # Both past the cap of 5 sd, where the score sees them alike; disk is further out.
     window["cpu__mean"] = 100.0 + 10 * 20
     window["disk__mean"] = 100.0 + 10 * 60
-    shares = {}
+    shares, deviations = {}, {}
     for method in ("deviation", "score"):
         settings = DetectorSettings(kind="robust_z", cap=5.0, explain_with=method)
         detector = Detector(names, settings).fit(features, keys)
-        shares[method] = dict(detector.score(window, ["busy"])["drivers"].iloc[0])
+        drivers = detector.score(window, ["busy"])["drivers"].iloc[0]
+        shares[method] = {metric: share for metric, share, _ in drivers}
+        deviations[method] = {metric: deviation for metric, _, deviation in drivers}
     # (Not exactly alike: the robust z scorer rescales the capped values by their spread.)
     assert shares["score"]["cpu"] == pytest.approx(shares["score"]["disk"], rel=0.1)
     # About 60 sd against 20: three times the share.
     assert shares["deviation"]["disk"] == pytest.approx(3 * shares["deviation"]["cpu"],
                                                         rel=0.05)
     assert list(shares["deviation"]) == ["disk", "cpu", "mem"]
+    # Each driver says how far out it is, with the sign, whichever way it was ranked: the
+    # busy key's normal is 100 +- 10.
+    for method in deviations:
+        assert deviations[method]["disk"] == pytest.approx(60, rel=0.05)
+        assert deviations[method]["cpu"] == pytest.approx(20, rel=0.05)
 
 
 def test_score_explanation_names_a_broken_correlation_that_deviations_miss():
@@ -274,7 +282,7 @@ def test_score_explanation_names_a_broken_correlation_that_deviations_miss():
         detector = Detector(names, settings).fit(train, ["k"] * n)
         scored = detector.score(window, ["k"])
         assert bool(scored["is_anomaly"].iloc[0])
-        drivers[method] = [metric for metric, _ in scored["drivers"].iloc[0]]
+        drivers[method] = [metric for metric, _, _ in scored["drivers"].iloc[0]]
     assert drivers["deviation"][0] == "c"
     assert set(drivers["score"][:2]) == {"a", "b"}
 

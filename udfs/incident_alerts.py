@@ -26,8 +26,8 @@ def alert_fields(explain_top: int) -> list[tuple[str, object]]:
               ("peak_grade", Types.DOUBLE()), ("windows", Types.INT()),
               ("threshold", Types.DOUBLE()), ("model_version", Types.STRING()),
               ("out_of_range", Types.STRING())]
-    for metric, share in driver_columns(explain_top):
-        fields += [(metric, Types.STRING()), (share, Types.DOUBLE())]
+    for metric, share, deviation in driver_columns(explain_top):
+        fields += [(metric, Types.STRING()), (share, Types.DOUBLE()), (deviation, Types.DOUBLE())]
     return fields
 
 
@@ -42,12 +42,13 @@ def drift_alert_values(kind: str, key: str, run: DriftRun, model_version: str,
     and no score, grade, threshold or drivers (a drift is not scored)."""
     return [kind, key, run.since[0], run.last_out[1] if kind == "drift_end" else None,
             run.declared_at[1], None, None, run.windows, None, model_version, run.metric,
-            *[None] * (2 * explain_top)]
+            *[None] * sum(map(len, driver_columns(explain_top)))]
 
 
 class IncidentAlerts(KeyedProcessFunction):
     """Rows (key, window_start, window_end, score, grade, is_anomaly, threshold,
-    model_version, out_of_range, driver_1, driver_1_share, ...) -> alert rows."""
+    model_version, out_of_range, driver_1, driver_1_share, driver_1_deviation, ...) -> alert
+    rows."""
 
     def __init__(self, incident_policy: IncidentPolicy, drift_policy: DriftPolicy,
                  explain_top: int):

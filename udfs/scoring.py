@@ -43,9 +43,10 @@ class ParseEvents(ScalarFunction):
 
 def score_result_type(features: Sequence[str], explain_top: int):
     drivers = []
-    for metric, share in driver_columns(explain_top):
+    for metric, share, deviation in driver_columns(explain_top):
         drivers += [DataTypes.FIELD(metric, DataTypes.STRING()),
-                    DataTypes.FIELD(share, DataTypes.DOUBLE())]
+                    DataTypes.FIELD(share, DataTypes.DOUBLE()),
+                    DataTypes.FIELD(deviation, DataTypes.DOUBLE())]
     return DataTypes.ROW([DataTypes.FIELD("score", DataTypes.DOUBLE()),
                           DataTypes.FIELD("grade", DataTypes.DOUBLE()),
                           DataTypes.FIELD("is_anomaly", DataTypes.BOOLEAN()),
@@ -60,9 +61,10 @@ def flatten_scores(scored: pd.DataFrame, explain_top: int) -> pd.DataFrame:
     """The detector's drivers and out-of-range lists as the flat columns Flink rows carry."""
     flat = scored[["score", "grade", "is_anomaly", "threshold"]].copy()
     flat["out_of_range"] = [joined_metrics(metrics) for metrics in scored["out_of_range"]]
-    for rank, (metric, share) in enumerate(driver_columns(explain_top)):
+    for rank, (metric, share, deviation) in enumerate(driver_columns(explain_top)):
         flat[metric] = [d[rank][0] if len(d) > rank else None for d in scored["drivers"]]
         flat[share] = [d[rank][1] if len(d) > rank else np.nan for d in scored["drivers"]]
+        flat[deviation] = [d[rank][2] if len(d) > rank else np.nan for d in scored["drivers"]]
     return flat
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from models.artifact import load_artifact
 from models.data import TIME_MS_COLUMN
+from models.detector import joined_metrics
 from models.drift import DriftTracker
 from models.incidents import IncidentTracker
 from models.train import features_for, windows_for
@@ -56,8 +57,9 @@ def expected_alerts(config: JobConfig, windows: pd.DataFrame) -> list[dict]:
                     "incident_end": None if incident.end is None else incident.end[1],
                     "opened_at": incident.opened_at[1], "peak_score": incident.peak_score,
                     "peak_grade": incident.peak_grade, "windows": incident.windows,
-                    "drivers": [{"metric": m, "share": s} for m, s in incident.peak_details[0]],
-                    "out_of_range": ",".join(incident.peak_details[1])})
+                    "drivers": [{"metric": m, "share": s, "deviation": d}
+                                for m, s, d in incident.peak_details[0]],
+                    "out_of_range": joined_metrics(incident.peak_details[1])})
     return alerts
 
 
@@ -85,6 +87,9 @@ def assert_alerts_match(alerts: list[dict], expected: list[dict]) -> None:
         assert [d["metric"] for d in got_drivers] == [d["metric"] for d in want["drivers"]]
         np.testing.assert_allclose([d["share"] for d in got_drivers],
                                    [d["share"] for d in want["drivers"]], rtol=1e-6)
+        # Rounded to 0.01 sd on both paths, so a last digit may round the other way.
+        np.testing.assert_allclose([d["deviation"] for d in got_drivers],
+                                   [d["deviation"] for d in want["drivers"]], atol=0.0101)
 
 
 def influx_points(config: JobConfig) -> pd.DataFrame:
