@@ -80,10 +80,15 @@ def read_topic(bootstrap_servers: str, topic: str, from_beginning: bool = True,
 
 def _format_driver(driver: dict) -> str:
     """'m06 62% (+37.2 sd)': the metric, its share, and how many of the key's standard
-    deviations it is from normal (alerts of earlier versions carry no deviation)."""
+    deviations it is from normal (alerts of earlier versions carry no deviation).
+
+    >>> _format_driver({"metric": "m09", "share": 0.79, "deviation": 1538.46})
+    'm09 79% (+1,538 sd)'
+    """
     text = f"{driver['metric']} {driver['share']:.0%}"
-    if driver.get("deviation") is not None:
-        text += f" ({driver['deviation']:+.3g} sd)"
+    deviation = driver.get("deviation")
+    if deviation is not None:
+        text += f" ({deviation:+,.0f} sd)" if abs(deviation) >= 100 else f" ({deviation:+.1f} sd)"
     return text
 
 
