@@ -1,0 +1,130 @@
+"""Would a longer context beside the 10-minute window help on SMD? The measurement behind the
+README's "Longer context" paragraph.
+
+    bin/streamad python scripts/context_study.py   # about 1 minute; prints the table and
+                                                   # writes models/results/smd/context_study.md
+
+The issue asked for window features with, optionally, a longer context window beside the
+short one (multi-resolution). Before building a second window into the job, this measures
+what it would give. Everything is the product's code (windows, features, scaling, scorer,
+threshold rule) except the extra features of each row, which are causal (computed from the
+key's own earlier windows only, train and test apart, as the job would see them):
+
+- ``none``: the product as configured;
+- ``trailing mean, N``: beside each metric's window features, the mean of its window means over
+  the key's previous N windows (a longer, coarser view of the same metric);
+- ``change against trailing N``: the window mean minus that trailing mean (how much the
+  metric moved against its recent level, which a single window cannot see);
+- ``change against the previous window``: the window mean minus the mean of the last window
+  that does not overlap it.
+
+Each row gives the mean point F1 with the configured unsupervised threshold, and the
+label-tuned ceiling (best F1 on the whole test, which only says whether the features rank the
+anomalies higher at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.detector import Detector
+from models.evaluation import best_f1_threshold, precision_recall_f1
+from streamad.cli import DEFAULT_DATA_DIR
+from streamad.config import load_config
+from streamad.evaluate import WindowedRun, find_keys, load_key, points_of
+
+
+def earlier_windows(run: WindowedRun, metrics: list[str]):
+    """A function that gives, per window, a statistic of each metric's window mean over the
+    key's earlier windows; train and test windows are kept apart."""
+    key_field = run.config.schema.key_field
+    means = run.features[[f"{m}__mean" for m in metrics]]
+    groups = [run.aggregates[key_field].to_numpy(), run.is_train]
+    order = np.lexsort((run.aggregates["window_start_ms"].to_numpy(), *groups))
+    ordered = means.iloc[order]
+    grouped = ordered.groupby([g[order] for g in groups])
+
+    def over(windows: int, lag: int = 1) -> pd.DataFrame:
+        """The mean over the `windows` windows that end `lag` windows before each one; a
+        window with no earlier one takes its own mean."""
+        trailing = grouped.transform(
+            lambda column: column.shift(lag).rolling(windows, min_periods=1).mean())
+        return trailing.reindex(means.index).fillna(means)
+
+    return means, over
+
+
+def with_extra(features: pd.DataFrame, extra: pd.DataFrame, suffix: str) -> pd.DataFrame:
+    """`features` and, beside them, each metric's `extra` column named ``<metric>__<suffix>``."""
+    extra = extra.copy()
+    extra.columns = [c.replace("__mean", f"__{suffix}") for c in extra.columns]
+    return pd.concat([features, extra], axis=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    parser.add_argument("--output", default="models/results/smd/context_study.md")
+    args = parser.parse_args()
+
+    config = load_config()
+    data_dir = Path(args.data_dir)
+    run = WindowedRun.of(config, [load_key(data_dir, key, config) for key in find_keys(data_dir)])
+    metrics = list(config.schema.metric_fields)
+    key_field = config.schema.key_field
+    settings = config.model.detector_settings()
+    slide_s = config.window.effective_slide_s
+    hour = 3600 // slide_s
+    not_overlapping = config.window.size_s // slide_s
+    means, over = earlier_windows(run, metrics)
+
+    rows = [("none (as configured)", run.features)]
+    for windows in (hour, 6 * hour):
+        rows.append((f"trailing mean, {windows} windows ({windows * slide_s // 60} min)",
+                     with_extra(run.features, over(windows), f"trailing{windows}")))
+    for windows in (hour, 6 * hour):
+        rows.append((f"change against trailing {windows} windows",
+                     with_extra(run.features, means - over(windows), f"change{windows}")))
+    rows.append(("change against the previous window",
+                 with_extra(run.features, means - over(1, lag=not_overlapping),
+                            "change_previous")))
+
+    keys = [d.key for d in run.data]
+    labels = run.labels
+    train, test = run.is_train, ~run.is_train
+    lines = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    say(f"# A longer context beside the window, on {data_dir}\n")
+    say(f"Threshold: {settings.threshold_rule.description}. Ceiling: best F1 on the whole "
+        "test (uses labels).\n")
+    say(f"| features | mean point F1 | ceiling | {' | '.join(keys)} |")
+    say("|---|---|---|" + "---|" * len(keys))
+    for label, frame in rows:
+        names = list(dict.fromkeys(run.feature_names + [c for c in frame.columns
+                                                         if c not in run.features.columns]))
+        detector = Detector(names, settings).fit(frame.loc[train, names],
+                                                 run.aggregates.loc[train, key_field])
+        scored = detector.score(frame.loc[test, names], run.aggregates.loc[test, key_field],
+                                explain=False)
+        points = points_of(run.data, run.aggregates.loc[test], scored, config)
+        f1 = {key: precision_recall_f1(points[key]["is_anomaly"].to_numpy(bool),
+                                       labels[key])["f1"] for key in keys}
+        ceiling = {key: best_f1_threshold(points[key]["score"].to_numpy(), labels[key])[1]
+                   for key in keys}
+        say(f"| {label} ({len(names)} features) | {np.mean(list(f1.values())):.3f} | "
+            f"{np.mean(list(ceiling.values())):.3f} | "
+            + " | ".join(f"{f1[key]:.2f}" for key in keys) + " |")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
