@@ -39,8 +39,8 @@ from streamad.evaluate import WindowedRun, find_keys, load_key, points_of
 
 
 def earlier_windows(run: WindowedRun, metrics: list[str]):
-    """A function that gives, per window, a statistic of each metric's window mean over the
-    key's earlier windows; train and test windows are kept apart."""
+    """Each window's metric means, and `over(windows, lag)`: per window, the mean of those
+    means over the key's earlier windows (train and test windows kept apart)."""
     key_field = run.config.schema.key_field
     means = run.features[[f"{m}__mean" for m in metrics]]
     groups = [run.aggregates[key_field].to_numpy(), run.is_train]
