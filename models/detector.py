@@ -256,9 +256,14 @@ class Detector:
     def _drivers(self, shares: np.ndarray, deviations: np.ndarray
                  ) -> list[list[tuple[str, float, float]]]:
         top = np.argsort(-shares, axis=1, kind="stable")[:, :self.settings.explain_top]
-        return [[(self.metrics[j], float(round(shares[i, j], 4)),
-                  float(round(deviations[i, j], 2))) for j in row if shares[i, j] > 0]
-                for i, row in enumerate(top)]
+        top_shares = np.take_along_axis(shares, top, axis=1)
+        # Built from whole arrays, not cell by cell: this runs on every window the job scores.
+        rows = zip(np.asarray(self.metrics, dtype=object)[top].tolist(),
+                   np.round(top_shares, 4).tolist(),
+                   np.round(np.take_along_axis(deviations, top, axis=1), 2).tolist(),
+                   (top_shares > 0).tolist())
+        return [[(metric, share, deviation)
+                 for metric, share, deviation, named in zip(*row) if named] for row in rows]
 
     def _out_of_range(self, Z: np.ndarray) -> list[list[str]]:
         capped = (self.scaler_.at_cap(Z).astype(np.float64) @ self._to_metric) > 0
