@@ -48,6 +48,15 @@ def test_hit_rate_counts_true_metrics_in_the_top_ranks():
     assert hit_rate(contributions, [[1], [1, 2]], 150) == pytest.approx(1.0)
 
 
+def test_segment_hit_rate_counts_each_segment_once():
+    from streamad.evaluate import segment_hit_rate
+    # Three events of segment 0 name metric 1 right; the one event of segment 1 misses.
+    contributions = np.array([[0.1, 0.9]] * 3 + [[0.9, 0.1]])
+    truth, segments = [[1]] * 4, np.array([0, 0, 0, 1])
+    assert hit_rate(contributions, truth, 100) == pytest.approx(0.75)
+    assert segment_hit_rate(contributions, truth, segments, 100) == pytest.approx(0.5)
+
+
 def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_folder,
                                                                        tmp_path):
     from streamad.cli import main
@@ -70,6 +79,7 @@ def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_fo
         explained = report["explanations"][key]
         assert 0 < explained["flagged_events"] <= explained["events"]
         assert 0 <= explained["flagged_hit_rate_150"] <= 1
+        assert 0 <= explained["segment_hit_rate_150"] <= 1
     # Both explanation methods are measured on the same detector, the configured one first.
     methods = report["explanation_methods"]
     assert list(methods) == ["deviation", "score"]
