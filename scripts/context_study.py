@@ -31,31 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.detector import Detector
 from models.evaluation import best_f1_threshold, precision_recall_f1
 from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
-from streamad.evaluate import WindowedRun, find_keys, load_key, points_of
-
-
-def earlier_windows(run: WindowedRun, metrics: list[str]):
-    """Each window's metric means, and `over(windows, lag)`: per window, the mean of those
-    means over the key's earlier windows (train and test windows kept apart)."""
-    key_field = run.config.schema.key_field
-    means = run.features[[f"{m}__mean" for m in metrics]]
-    groups = [run.aggregates[key_field].to_numpy(), run.is_train]
-    order = np.lexsort((run.aggregates["window_start_ms"].to_numpy(), *groups))
-    ordered = means.iloc[order]
-    grouped = ordered.groupby([g[order] for g in groups])
-
-    def over(windows: int, lag: int = 1) -> pd.DataFrame:
-        """The mean over the `windows` windows that end `lag` windows before each one; a
-        window with no earlier one takes its own mean."""
-        trailing = grouped.transform(
-            lambda column: column.shift(lag).rolling(windows, min_periods=1).mean())
-        return trailing.reindex(means.index).fillna(means)
-
-    return means, over
+from streamad.evaluate import WindowedRun
 
 
 def with_extra(features: pd.DataFrame, extra: pd.DataFrame, suffix: str) -> pd.DataFrame:
@@ -73,29 +52,28 @@ def main() -> None:
 
     config = load_config()
     data_dir = Path(args.data_dir)
-    run = WindowedRun.of(config, [load_key(data_dir, key, config) for key in find_keys(data_dir)])
+    run = WindowedRun.of_folder(config, data_dir)
     metrics = list(config.schema.metric_fields)
-    key_field = config.schema.key_field
     settings = config.model.detector_settings()
     slide_s = config.window.effective_slide_s
     hour = 3600 // slide_s
     not_overlapping = config.window.size_s // slide_s
-    means, over = earlier_windows(run, metrics)
+    means = run.features[[f"{m}__mean" for m in metrics]]
+    earlier = {windows: run.trailing_means(windows, lag=1) for windows in (hour, 6 * hour)}
 
     rows = [("none (as configured)", run.features)]
-    for windows in (hour, 6 * hour):
+    for windows, trailing in earlier.items():
         rows.append((f"trailing mean, {windows} windows ({windows * slide_s // 60} min)",
-                     with_extra(run.features, over(windows), f"trailing{windows}")))
-    for windows in (hour, 6 * hour):
+                     with_extra(run.features, trailing, f"trailing{windows}")))
+    for windows, trailing in earlier.items():
         rows.append((f"change against trailing {windows} windows",
-                     with_extra(run.features, means - over(windows), f"change{windows}")))
+                     with_extra(run.features, means - trailing, f"change{windows}")))
     rows.append(("change against the previous window",
-                 with_extra(run.features, means - over(1, lag=not_overlapping),
+                 with_extra(run.features, means - run.trailing_means(1, lag=not_overlapping),
                             "change_previous")))
 
     keys = [d.key for d in run.data]
     labels = run.labels
-    train, test = run.is_train, ~run.is_train
     lines = []
 
     def say(line: str) -> None:
@@ -108,13 +86,8 @@ def main() -> None:
     say(f"| features | mean point F1 | ceiling | {' | '.join(keys)} |")
     say("|---|---|---|" + "---|" * len(keys))
     for label, frame in rows:
-        names = list(dict.fromkeys(run.feature_names + [c for c in frame.columns
-                                                         if c not in run.features.columns]))
-        detector = Detector(names, settings).fit(frame.loc[train, names],
-                                                 run.aggregates.loc[train, key_field])
-        scored = detector.score(frame.loc[test, names], run.aggregates.loc[test, key_field],
-                                explain=False)
-        points = points_of(run.data, run.aggregates.loc[test], scored, config)
+        names = run.feature_names + [c for c in frame.columns if c not in run.features.columns]
+        _, _, points = run.score(settings, features=frame, feature_names=names)
         f1 = {key: precision_recall_f1(points[key]["is_anomaly"].to_numpy(bool),
                                        labels[key])["f1"] for key in keys}
         ceiling = {key: best_f1_threshold(points[key]["score"].to_numpy(), labels[key])[1]

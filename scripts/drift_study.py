@@ -37,20 +37,9 @@ from models.data import TIME_MS_COLUMN
 from models.evaluation import precision_recall_f1
 from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
-from streamad.evaluate import LABEL_COLUMN, WindowedRun, find_keys, load_key
+from streamad.evaluate import LABEL_COLUMN, WindowedRun
 
 LEVEL_STATISTICS = ("mean", "min", "max", "last")
-
-
-def trailing_means(aggregates, features, key_field, metrics, context: int) -> pd.DataFrame:
-    """Per key, the mean over the trailing `context` windows of each metric's window mean."""
-    order = np.lexsort((aggregates["window_start_ms"].to_numpy(),
-                        aggregates[key_field].to_numpy()))
-    means = features.iloc[order][[f"{m}__mean" for m in metrics]]
-    keys = aggregates[key_field].to_numpy()[order]
-    trailing = means.groupby(keys).transform(
-        lambda column: column.rolling(context, min_periods=1).mean())
-    return trailing.reindex(features.index)
 
 
 def treated(features, aggregates, is_train, key_field, metrics, trailing, mode, k):
@@ -84,11 +73,11 @@ def main() -> None:
 
     config = load_config()
     data_dir = Path(args.data_dir)
-    run = WindowedRun.of(config, [load_key(data_dir, key, config) for key in find_keys(data_dir)])
+    run = WindowedRun.of_folder(config, data_dir)
     metrics = list(config.schema.metric_fields)
     key_field = config.schema.key_field
     aggregates, features, is_train = run.aggregates, run.features, run.is_train
-    trailing = trailing_means(aggregates, features, key_field, metrics, args.context)
+    trailing = run.trailing_means(args.context, across_split=True)
     settings = config.model.detector_settings()
     labels = run.labels
 

@@ -23,7 +23,7 @@ import pandas as pd
 from models.artifact import read_metadata
 from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
-from streamad.evaluate import WindowedRun, find_keys, load_key
+from streamad.evaluate import WindowedRun, find_keys
 from streamad.stack import influxdb
 
 RELATIVE_TOLERANCE = 1e-6
@@ -49,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     config = load_config()
     data_dir = Path(args.data_dir)
-    run = WindowedRun.of(config, [load_key(data_dir, key, config) for key in find_keys(data_dir)])
+    run = WindowedRun.of_folder(config, data_dir)
     detector, scored, _ = run.score(config.model.detector_settings())
     metadata = read_metadata(config.artifact_path)
     trained, version = metadata["thresholds_per_key"], metadata["model_version"]

@@ -155,6 +155,14 @@ class WindowedRun:
         is_train = np.arange(len(aggregates)) < len(train)
         return cls(config, data, aggregates, features, is_train)
 
+    @classmethod
+    def of_folder(cls, config: JobConfig, data_dir: Path,
+                  keys: list[str] | None = None) -> "WindowedRun":
+        """`of` the labeled folder's keys (all of them unless `keys` are given)."""
+        data_dir = Path(data_dir)
+        keys = find_keys(data_dir) if keys is None else keys
+        return cls.of(config, [load_key(data_dir, key, config) for key in keys])
+
     @property
     def feature_names(self) -> list[str]:
         return feature_names(self.config.schema.metric_fields, self.config.features.statistics,
@@ -165,12 +173,14 @@ class WindowedRun:
         return {d.key: d.test[LABEL_COLUMN].to_numpy(np.int64) for d in self.data}
 
     def score(self, settings: DetectorSettings, explain: bool = False,
-              features: pd.DataFrame | None = None):
+              features: pd.DataFrame | None = None, feature_names: list[str] | None = None):
         """The detector fitted on the train windows, its scored test windows (with the
         per-metric shares as columns when `explain`), and per key what each test event takes.
-        `features` replaces the windows' features row for row (to study other treatments)."""
+        `features` replaces the windows' features row for row, and `feature_names` the
+        features the detector uses (to study other treatments)."""
         features = self.features if features is None else features
-        names, key_field, test = self.feature_names, self.config.schema.key_field, ~self.is_train
+        names = self.feature_names if feature_names is None else feature_names
+        key_field, test = self.config.schema.key_field, ~self.is_train
         detector = Detector(names, settings).fit(features.loc[self.is_train, names],
                                                  self.aggregates.loc[self.is_train, key_field])
         scored, shares = detector.score_with_shares(
@@ -180,6 +190,24 @@ class WindowedRun:
                                               index=scored.index))
         return detector, scored, points_of(self.data, self.aggregates.loc[test], scored,
                                            self.config)
+
+
+    def trailing_means(self, windows: int, lag: int = 0, across_split: bool = False
+                       ) -> pd.DataFrame:
+        """Per window, each metric's window mean (``<metric>__mean``) averaged over the key's
+        `windows` windows that end `lag` windows before it (0: the window itself and those
+        before it); a window with none before it takes its own mean. Train and test windows
+        are kept apart unless `across_split`, where the test's first windows look back into
+        the training ones. For the studies of a longer view than one window (scripts/)."""
+        key_field = self.config.schema.key_field
+        means = self.features[[f"{m}__mean" for m in self.config.schema.metric_fields]]
+        groups = [self.aggregates[key_field].to_numpy()]
+        if not across_split:
+            groups.append(self.is_train)
+        order = np.lexsort((self.aggregates["window_start_ms"].to_numpy(), *groups))
+        trailing = means.iloc[order].groupby([g[order] for g in groups]).transform(
+            lambda column: column.shift(lag).rolling(windows, min_periods=1).mean())
+        return trailing.reindex(means.index).fillna(means)
 
 
 def points_of(data: list[KeyData], aggregates: pd.DataFrame, values: pd.DataFrame,

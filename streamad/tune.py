@@ -35,7 +35,7 @@ from models.detector import threshold_fits_scorer
 from models.threshold import ThresholdRule
 from models.tuning import best_candidate, leave_one_key_out
 from streamad.config import JobConfig
-from streamad.evaluate import EvaluationError, WindowedRun, find_keys, load_key
+from streamad.evaluate import EvaluationError, WindowedRun, find_keys
 
 DEFAULT_CAPS = (5.0, 10.0)
 DEFAULT_RATES = (0.001, 0.002, 0.005, 0.01, 0.02)
@@ -94,7 +94,7 @@ def f1_table(config: JobConfig, data_dir: Path, candidates: Sequence[Candidate],
     if len(keys) < 2:
         raise EvaluationError(f"{data_dir} has labeled data of {len(keys)} key; tuning by "
                               f"leave-one-key-out needs at least 2.")
-    run = WindowedRun.of(config, [load_key(Path(data_dir), key, config) for key in keys])
+    run = WindowedRun.of_folder(config, data_dir, keys)
     labels = run.labels
 
     fits = list(dict.fromkeys((c.kind, c.cap) for c in candidates))
