@@ -433,13 +433,18 @@ def interpreted_events(d: KeyData, columns: list[str], metrics: list[str]
     return rows, truth, np.asarray(segments, dtype=np.int64)
 
 
+def hit_rate_where(rows: np.ndarray, contributions: np.ndarray, truth: list[list[int]],
+                   percent: float) -> float:
+    """`hit_rate` over the events where the boolean mask `rows` holds."""
+    return hit_rate(contributions[rows], [t for t, keep in zip(truth, rows) if keep], percent)
+
+
 def segment_hit_rate(contributions: np.ndarray, truth: list[list[int]], segments: np.ndarray,
                      percent: float) -> float:
     """HitRate@percent with each labeled segment counted once (the mean over segments of
     their events' hit rates), where the paper's figure counts every event once and so
     weighs a segment by its length."""
-    return float(np.mean([hit_rate(contributions[segments == s],
-                                   [t for t, own in zip(truth, segments == s) if own], percent)
+    return float(np.mean([hit_rate_where(segments == s, contributions, truth, percent)
                           for s in np.unique(segments)]))
 
 
@@ -457,15 +462,14 @@ def explanation_hit_rates(data, points, detector: Detector, metrics: list[str]) 
         contributions = np.nan_to_num(contributions)
         random = rng.random(contributions.shape)
         flagged = points[d.key].loc[rows, "is_anomaly"].fillna(False).to_numpy(bool)
-        flagged_truth = [t for t, f in zip(truth, flagged) if f]
         result[d.key] = {"events": len(rows), "flagged_events": int(flagged.sum()),
                          "hit_rate_100": hit_rate(contributions, truth, 100),
                          "hit_rate_150": hit_rate(contributions, truth, 150),
                          "random_hit_rate_150": hit_rate(random, truth, 150),
-                         "flagged_hit_rate_100": hit_rate(contributions[flagged],
-                                                          flagged_truth, 100),
-                         "flagged_hit_rate_150": hit_rate(contributions[flagged],
-                                                          flagged_truth, 150),
+                         "flagged_hit_rate_100": hit_rate_where(flagged, contributions,
+                                                                truth, 100),
+                         "flagged_hit_rate_150": hit_rate_where(flagged, contributions,
+                                                                truth, 150),
                          "segment_hit_rate_150": segment_hit_rate(contributions, truth,
                                                                   segments, 150)}
     if result:
