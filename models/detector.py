@@ -140,8 +140,9 @@ class Detector:
         check_threshold_fits_scorer(settings.threshold_rule, settings.kind)
         keys = np.asarray(keys).astype(str)
         X = self._matrix(features)
-        self.scaler_ = KeyedScaler(cap=settings.cap,
-                                   min_key_rows=settings.min_key_windows).fit(X, keys)
+        self.scaler_ = KeyedScaler(cap=settings.cap, min_key_rows=settings.min_key_windows
+                                   ).fit(X, keys, groups=[metric_of(f) for f in
+                                                          self.feature_names])
         Z = self.scaler_.transform(X, keys)
         self.pooled_scorer_ = self._new_scorer().fit(Z)
         self.key_scorers_ = {}

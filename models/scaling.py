@@ -5,8 +5,12 @@ feature by the key's own training mean and standard deviation, so a scorer sees 
 for this key". Two guards keep one metric from taking over the score:
 
 - a scale floor: a feature that never moved in a key's training data (a constant metric)
-  gets at least ``min_scale_share`` of the feature's spread over all keys, so its first small
-  move is not a division by (almost) zero;
+  gets at least ``min_scale_share`` of how far the feature moves over all keys, so its first
+  small move is not a division by (almost) zero. "How far" is the pooled 1-99% range; for a
+  feature that sits on one value 99% of the time on every key (a window's minimum of a metric
+  that is mostly 0), its full range; for one that never moved on any key, the widest of its
+  metric's features (a metric's window features share its units). Without these fallbacks
+  the unit is 1e-9, and a move of 0.04 reads as tens of millions of sd in an alert;
 - a cap: scaled values are clipped to ``[-cap, cap]``, so a metric that drifts far out of its
   training range (machine-2-8's m06 in SMD) adds at most a bounded amount, however far it
   goes. Values that hit the cap are reported, metric by metric, as out of range.
@@ -28,6 +32,13 @@ class KeyedScaler:
     >>> scaler = KeyedScaler(cap=5.0, min_key_rows=2).fit(X, ["a", "a", "b", "b"])
     >>> scaler.transform(np.array([[14.0], [120.0]]), ["a", "b"]).ravel().tolist()
     [1.0, 1.0]
+
+    A window's minimum that was 0 in all training, and its mean (same metric, ``groups``),
+    which moved: the minimum's floor is 1% of the mean's range, 0.01.
+
+    >>> X = np.array([[0.0, 0.0], [0.0, 1.0]] * 20)
+    >>> KeyedScaler(min_key_rows=2).fit(X, ["a"] * 40, groups=["m", "m"]).floor_.tolist()
+    [0.01, 0.01]
     """
 
     def __init__(self, cap: float = 10.0, min_scale_share: float = 0.01,
@@ -36,11 +47,13 @@ class KeyedScaler:
         self.min_scale_share = min_scale_share
         self.min_key_rows = min_key_rows
 
-    def fit(self, X: np.ndarray, keys: Sequence) -> "KeyedScaler":
+    def fit(self, X: np.ndarray, keys: Sequence, groups: Sequence | None = None
+            ) -> "KeyedScaler":
+        """`groups` names each column's group of columns in the same units (its metric);
+        without it, every column is a group of its own."""
         X = np.asarray(X, dtype=np.float64)
         keys = np.asarray(keys).astype(str)
-        spread = np.nanquantile(X, 0.99, axis=0) - np.nanquantile(X, 0.01, axis=0)
-        self.floor_ = np.maximum(self.min_scale_share * spread, 1e-9)
+        self.floor_ = np.maximum(self.min_scale_share * self._spread(X, groups), 1e-9)
         self.pooled_ = self._stats(X)
         self.per_key_ = {}
         for key in np.unique(keys):
@@ -48,6 +61,17 @@ class KeyedScaler:
             if len(rows) >= self.min_key_rows:
                 self.per_key_[key] = self._stats(rows)
         return self
+
+    @staticmethod
+    def _spread(X: np.ndarray, groups: Sequence | None) -> np.ndarray:
+        """How far each column moves over all keys (see the module docstring)."""
+        spread = np.nanquantile(X, 0.99, axis=0) - np.nanquantile(X, 0.01, axis=0)
+        spread = np.where(spread > 0, spread, np.nanmax(X, axis=0) - np.nanmin(X, axis=0))
+        if groups is None:
+            return spread
+        groups = np.asarray(groups).astype(str)
+        widest = {group: spread[groups == group].max() for group in np.unique(groups)}
+        return np.where(spread > 0, spread, [widest[group] for group in groups])
 
     def _stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         center = np.nanmean(X, axis=0)

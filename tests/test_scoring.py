@@ -266,6 +266,26 @@ def test_deviation_explanation_ranks_metrics_beyond_the_cap():
         assert deviations[method]["cpu"] == pytest.approx(20, rel=0.05)
 
 
+def test_a_feature_that_never_moved_in_training_is_measured_in_its_metrics_units():
+    rng = np.random.default_rng(9)
+    n = 600
+    names = ["load__mean", "load__min", "cpu__mean"]
+    # A window's minimum of a metric that is mostly 0: 0 in every training window, on every
+    # key, while the metric's mean moves over [0, 1].
+    train = pd.DataFrame({"load__mean": rng.uniform(0, 1, n), "load__min": np.zeros(n),
+                          "cpu__mean": rng.normal(size=n)})
+    detector = Detector(names, DetectorSettings(kind="pca")).fit(train, ["a", "b"] * (n // 2))
+    window = pd.DataFrame([[0.5, 0.5, 0.0]], columns=names)
+    scored = detector.score(window, ["a"])
+    metric, _, deviation = scored["drivers"].iloc[0][0]
+    # Its unit is 1% of how far its metric moves over all keys, not a near-zero that would
+    # make 0.5 read as hundreds of millions of sd.
+    load_spread = np.quantile(train["load__mean"], 0.99) - np.quantile(train["load__mean"], 0.01)
+    assert metric == "load"
+    assert deviation == pytest.approx(0.5 / (0.01 * load_spread), rel=1e-3)
+    assert scored["out_of_range"].iloc[0] == ["load"]
+
+
 def test_score_explanation_names_a_broken_correlation_that_deviations_miss():
     rng = np.random.default_rng(8)
     n = 2000
