@@ -24,7 +24,8 @@ the offline path (`streamad evaluate`, training) call. It is free of Flink. Per 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -127,11 +128,11 @@ class Detector:
     def __init__(self, feature_names: Sequence[str], settings: DetectorSettings):
         self.feature_names = list(feature_names)
         self.settings = settings
-        metrics = [metric_of(f) for f in self.feature_names]
-        self.metrics = list(dict.fromkeys(metrics))
+        self.feature_metrics = [metric_of(f) for f in self.feature_names]
+        self.metrics = list(dict.fromkeys(self.feature_metrics))
         # (features x metrics) 0/1 matrix: feature contributions -> metric contributions
-        self._to_metric = np.zeros((len(metrics), len(self.metrics)))
-        for i, metric in enumerate(metrics):
+        self._to_metric = np.zeros((len(self.feature_metrics), len(self.metrics)))
+        for i, metric in enumerate(self.feature_metrics):
             self._to_metric[i, self.metrics.index(metric)] = 1.0
 
     # ---------------------------------------------------------------- training
@@ -141,8 +142,7 @@ class Detector:
         keys = np.asarray(keys).astype(str)
         X = self._matrix(features)
         self.scaler_ = KeyedScaler(cap=settings.cap, min_key_rows=settings.min_key_windows
-                                   ).fit(X, keys, groups=[metric_of(f) for f in
-                                                          self.feature_names])
+                                   ).fit(X, keys, groups=self.feature_metrics)
         Z = self.scaler_.transform(X, keys)
         self.pooled_scorer_ = self._new_scorer().fit(Z)
         self.key_scorers_ = {}
@@ -163,6 +163,15 @@ class Detector:
         self.pooled_threshold_ = self._threshold(self.pooled_calibrator_)
         self.training_scores_ = scores
         return self
+
+    def explained_with(self, method: str) -> "Detector":
+        """This fitted detector, explaining its windows by `method` (one of EXPLANATIONS);
+        the fitted parts are shared, not copied."""
+        if method not in EXPLANATIONS:
+            raise ValueError(f"unknown explanation {method!r}; known: {', '.join(EXPLANATIONS)}.")
+        other = copy.copy(self)
+        other.settings = replace(self.settings, explain_with=method)
+        return other
 
     def _new_scorer(self):
         s = self.settings

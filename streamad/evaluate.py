@@ -180,17 +180,23 @@ class WindowedRun:
         features the detector uses (to study other treatments)."""
         features = self.features if features is None else features
         names = self.feature_names if feature_names is None else feature_names
-        key_field, test = self.config.schema.key_field, ~self.is_train
-        detector = Detector(names, settings).fit(features.loc[self.is_train, names],
-                                                 self.aggregates.loc[self.is_train, key_field])
+        detector = Detector(names, settings).fit(
+            features.loc[self.is_train, names],
+            self.aggregates.loc[self.is_train, self.config.schema.key_field])
+        return (detector, *self.score_with(detector, explain, features))
+
+    def score_with(self, detector: Detector, explain: bool = False,
+                   features: pd.DataFrame | None = None):
+        """`score`'s scored test windows and per-key events, of a detector already fitted."""
+        features = self.features if features is None else features
+        test = ~self.is_train
         scored, shares = detector.score_with_shares(
-            features.loc[test, names], self.aggregates.loc[test, key_field], explain=explain)
+            features.loc[test, detector.feature_names],
+            self.aggregates.loc[test, self.config.schema.key_field], explain=explain)
         if explain:
             scored = scored.join(pd.DataFrame(shares, columns=detector.metrics,
                                               index=scored.index))
-        return detector, scored, points_of(self.data, self.aggregates.loc[test], scored,
-                                           self.config)
-
+        return scored, points_of(self.data, self.aggregates.loc[test], scored, self.config)
 
     def trailing_means(self, windows: int, lag: int = 0, across_split: bool = False
                        ) -> pd.DataFrame:
@@ -379,8 +385,8 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
     explanation_methods = {configured.explain_with: explanations.get("mean")}
     for method in EXPLANATIONS:
         if method != configured.explain_with and explanations:
-            other = dataclasses.replace(configured, explain_with=method)
-            detector, _, points = run.score(other, explain=True)
+            detector = main_detector.explained_with(method)
+            _, points = run.score_with(detector, explain=True)
             explanation_methods[method] = explanation_hit_rates(data, points, detector,
                                                                 metrics)["mean"]
     incidents = incident_summary(config, data, run.aggregates.loc[~run.is_train],

@@ -266,6 +266,25 @@ def test_deviation_explanation_ranks_metrics_beyond_the_cap():
         assert deviations[method]["cpu"] == pytest.approx(20, rel=0.05)
 
 
+def test_a_fitted_detector_explains_the_other_way_as_one_fitted_for_it():
+    features, keys, names = _keyed(np.random.default_rng(5))
+    window = features.iloc[:1].copy()
+    window["cpu__mean"] = 100.0 + 10 * 20
+    window["disk__mean"] = 100.0 + 10 * 60
+    settings = DetectorSettings(kind="pca", explain_with="deviation")
+    detector = Detector(names, settings).fit(features, keys)
+    fitted_for_score = Detector(names, DetectorSettings(kind="pca", explain_with="score")
+                                ).fit(features, keys)
+    by_score = detector.explained_with("score").score(window, ["busy"])
+    assert by_score["drivers"].iloc[0] == fitted_for_score.score(window, ["busy"])[
+        "drivers"].iloc[0]
+    # The detector it came from still explains by deviation, and the two differ here.
+    assert detector.settings.explain_with == "deviation"
+    assert detector.score(window, ["busy"])["drivers"].iloc[0] != by_score["drivers"].iloc[0]
+    with pytest.raises(ValueError, match="unknown explanation 'shap'; known: deviation, score"):
+        detector.explained_with("shap")
+
+
 def test_a_feature_that_never_moved_in_training_is_measured_in_its_metrics_units():
     rng = np.random.default_rng(9)
     n = 600
