@@ -46,10 +46,13 @@ class DetectorSettings:
     kind: str = "iforest"
     baseline: str = "pooled"
     cap: float = 10.0
+    # Features with a heavier tail than normal are scaled by it (models/scaling.py); None:
+    # by the standard deviation alone.
+    scale_tail_quantile: float | None = 0.999
     threshold_method: str = "quantile"
     target_alert_rate: float = 0.01
     pot_risk: float = 1e-3
-    median_multiple: float = 20.0
+    median_multiple: float = 40.0
     n_estimators: int = 200
     pca_variance: float = 0.9
     n_neighbors: int = 5
@@ -141,7 +144,8 @@ class Detector:
         check_threshold_fits_scorer(settings.threshold_rule, settings.kind)
         keys = np.asarray(keys).astype(str)
         X = self._matrix(features)
-        self.scaler_ = KeyedScaler(cap=settings.cap, min_key_rows=settings.min_key_windows
+        self.scaler_ = KeyedScaler(cap=settings.cap, min_key_rows=settings.min_key_windows,
+                                   tail_quantile=settings.scale_tail_quantile
                                    ).fit(X, keys, groups=self.feature_metrics)
         Z = self.scaler_.transform(X, keys)
         self.pooled_scorer_ = self._new_scorer().fit(Z)

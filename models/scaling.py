@@ -1,8 +1,14 @@
 """Per-key baselines: each key's features on the scale of its own normal, capped.
 
 A busy machine is not an anomaly for being busy: `KeyedScaler` centres and scales every
-feature by the key's own training mean and standard deviation, so a scorer sees "how unusual
-for this key". Two guards keep one metric from taking over the score:
+feature by the key's own training mean and spread, so a scorer sees "how unusual for this
+key". The spread is the standard deviation, or, for a feature with a heavier tail than a
+normal distribution, what its tail implies: its ``tail_quantile`` (0.999) quantile of
+absolute deviations from the mean, divided by that quantile's value under a normal
+distribution (3.29). A feature that spikes now and then in training (a daily job's spike on
+machine-2-8 in SMD) would otherwise count its usual spike as dozens of standard deviations,
+and every recurrence would alert; on a feature close to normal the two agree. Two guards
+keep one metric from taking over the score:
 
 - a scale floor: a feature that never moved in a key's training data (a constant metric)
   gets at least ``min_scale_share`` of how far the feature moves over all keys, so its first
@@ -20,18 +26,30 @@ Keys unseen in training are scaled by the statistics pooled over all training ke
 
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
 
 
 class KeyedScaler:
-    """Per-key standardisation with a scale floor and a cap.
+    """Per-key standardisation with a tail-aware scale, a scale floor and a cap.
 
     >>> X = np.array([[10.0], [14.0], [100.0], [120.0]])
     >>> scaler = KeyedScaler(cap=5.0, min_key_rows=2).fit(X, ["a", "a", "b", "b"])
     >>> scaler.transform(np.array([[14.0], [120.0]]), ["a", "b"]).ravel().tolist()
     [1.0, 1.0]
+
+    A feature that is 0 but for a spike in 2 of 1000 windows: its standard deviation puts
+    the spike at 22.3; its tail, at 3.3 (a normal distribution's 99.9% point).
+
+    >>> X = np.array([[0.0]] * 998 + [[10.0]] * 2)
+    >>> spike = np.array([[10.0]])
+    >>> for tail_quantile in (None, 0.999):
+    ...     scaler = KeyedScaler(min_key_rows=2, tail_quantile=tail_quantile)
+    ...     print(scaler.fit(X, ["a"] * 1000).standardize(spike, ["a"]).round(1).item())
+    22.3
+    3.3
 
     A window's minimum that was 0 in all training, and its mean (same metric, ``groups``),
     which moved: the minimum's floor is 1% of the mean's range, 0.01.
@@ -42,10 +60,14 @@ class KeyedScaler:
     """
 
     def __init__(self, cap: float = 10.0, min_scale_share: float = 0.01,
-                 min_key_rows: int = 30):
+                 min_key_rows: int = 30, tail_quantile: float | None = 0.999):
+        if tail_quantile is not None and not 0.5 < tail_quantile < 1:
+            raise ValueError(f"tail_quantile must be between 0.5 and 1 (or None for the "
+                             f"standard deviation alone), got {tail_quantile}.")
         self.cap = cap
         self.min_scale_share = min_scale_share
         self.min_key_rows = min_key_rows
+        self.tail_quantile = tail_quantile
 
     def fit(self, X: np.ndarray, keys: Sequence, groups: Sequence | None = None
             ) -> "KeyedScaler":
@@ -75,8 +97,12 @@ class KeyedScaler:
 
     def _stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         center = np.nanmean(X, axis=0)
-        scale = np.maximum(np.nanstd(X, axis=0), self.floor_)
-        return center, scale
+        scale = np.nanstd(X, axis=0)
+        if self.tail_quantile is not None:
+            normal_quantile = NormalDist().inv_cdf((1.0 + self.tail_quantile) / 2.0)
+            tail = np.nanquantile(np.abs(X - center), self.tail_quantile, axis=0)
+            scale = np.maximum(scale, tail / normal_quantile)
+        return center, np.maximum(scale, self.floor_)
 
     def known(self, key: str) -> bool:
         return str(key) in self.per_key_

@@ -21,7 +21,7 @@ Three unsupervised thresholds, each a `ThresholdRule` (a method and its level):
   unlabeled incidents *are* that tail, so the threshold lands wherever they happen to score
   (on SMD's machine-1-7, nearly 8 times the best threshold). The median does not move until
   half the training windows are anomalous. It needs a score whose zero means
-  "exactly the normal" (a reconstruction error, a distance), so that "20 times the
+  "exactly the normal" (a reconstruction error, a distance), so that "40 times the
   typical score" means the same on every key (``score_has_natural_zero`` of
   `models.scorers`).
 """
@@ -119,7 +119,7 @@ class TailCalibrator:
         return np.clip(-np.log10(self.tail_probability(scores)) / GRADE_DECADES, 0.0, 1.0)
 
     def threshold(self, method: str, target_alert_rate: float = 0.01,
-                  pot_risk: float = 1e-3, median_multiple: float = 20.0) -> float:
+                  pot_risk: float = 1e-3, median_multiple: float = 40.0) -> float:
         """The key's alert threshold by `method` (see the module docstring).
 
         >>> calibrator = TailCalibrator().fit(np.arange(1000.0))

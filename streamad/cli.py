@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--multiples", type=_number_list,
                       help="multiples of the median training score for the median_multiple "
                            "threshold, tried with scorers whose zero means normal (default: "
-                           "8,10,12,15,20,25,30)")
+                           "8,10,12,15,20,25,30,40,50,60,80,100)")
     tune.set_defaults(func=cmd_tune)
 
     submit = commands.add_parser("submit", help="submit the job to the Flink cluster",

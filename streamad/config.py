@@ -173,6 +173,11 @@ class ModelConfig:
     # Scaled features (in standard deviations of the key's own normal) are clipped here, so
     # one metric far outside its training range adds a bounded amount to a score.
     cap: float = 10.0
+    # A feature's scale is its standard deviation, or, where its tail is heavier than a
+    # normal distribution's, the spread its scale_tail_quantile quantile of absolute
+    # deviations implies (models/scaling.py), so a spike seen now and then in training is not
+    # dozens of deviations out when it recurs. null: the standard deviation alone.
+    scale_tail_quantile: float | None = 0.999
     # quantile: the (1 - target_alert_rate) quantile of each key's training scores;
     # pot: the peaks-over-threshold tail fit's score with tail probability pot_risk;
     # median_multiple: median_multiple times the median of each key's training scores (not
@@ -180,7 +185,7 @@ class ModelConfig:
     threshold_method: str = "quantile"
     target_alert_rate: float = 0.01
     pot_risk: float = 0.001
-    median_multiple: float = 20.0
+    median_multiple: float = 40.0
     n_estimators: int = 200
     pca_variance: float = 0.9
     n_neighbors: int = 5
@@ -215,8 +220,8 @@ class ModelConfig:
                 f"normal window in a thousand would alert), got {self.pot_risk!r}.")
         if not (isinstance(self.median_multiple, (int, float)) and self.median_multiple > 1):
             raise ConfigError(
-                f"model.median_multiple must be a number above 1 (20 means a window alerts when "
-                f"it scores 20 times its key's typical training score), got "
+                f"model.median_multiple must be a number above 1 (40 means a window alerts when "
+                f"it scores 40 times its key's typical training score), got "
                 f"{self.median_multiple!r}.")
         from models.detector import check_threshold_fits_scorer
         try:
@@ -226,6 +231,13 @@ class ModelConfig:
         if not (isinstance(self.cap, (int, float)) and self.cap > 0):
             raise ConfigError(f"model.cap must be a number of standard deviations above 0, "
                               f"got {self.cap!r}.")
+        if self.scale_tail_quantile is not None and not (
+                isinstance(self.scale_tail_quantile, (int, float))
+                and 0.5 < self.scale_tail_quantile < 1):
+            raise ConfigError(
+                f"model.scale_tail_quantile must be a quantile between 0.5 and 1 (0.999 scales "
+                f"a heavy-tailed feature by its 99.9th percentile deviation), or null for the "
+                f"standard deviation alone; got {self.scale_tail_quantile!r}.")
         if not (isinstance(self.pca_variance, (int, float)) and 0 < self.pca_variance < 1):
             raise ConfigError(f"model.pca_variance must be a share of variance between 0 and "
                               f"1, got {self.pca_variance!r}.")
@@ -237,6 +249,8 @@ class ModelConfig:
         from models.detector import DetectorSettings
         return DetectorSettings(
             kind=self.kind, baseline=self.baseline, cap=float(self.cap),
+            scale_tail_quantile=(None if self.scale_tail_quantile is None
+                                 else float(self.scale_tail_quantile)),
             threshold_method=self.threshold_method,
             target_alert_rate=float(self.target_alert_rate), pot_risk=float(self.pot_risk),
             median_multiple=float(self.median_multiple),

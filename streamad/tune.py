@@ -40,7 +40,7 @@ from streamad.evaluate import EvaluationError, WindowedRun, find_keys
 DEFAULT_CAPS = (5.0, 10.0)
 DEFAULT_RATES = (0.001, 0.002, 0.005, 0.01, 0.02)
 DEFAULT_POT_RISKS = (1e-3, 1e-4)
-DEFAULT_MULTIPLES = (8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0)
+DEFAULT_MULTIPLES = (8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
      "model.median_multiple must be a number above 1"),
     (minimal(model={"kind": "iforest", "threshold_method": "median_multiple"}),
      "the iforest scorer's is not. Use it with pca, robust_z, knn"),
+    (minimal(model={"scale_tail_quantile": 99.9}),
+     "model.scale_tail_quantile must be a quantile between 0.5 and 1"),
     (minimal(model={"explain_with": "shap"}),
      "model.explain_with must be one of deviation, score, got 'shap'"),
     (minimal(influxdb={"url": "influx:8086"}), "influxdb.url must look like http://host:8086"),

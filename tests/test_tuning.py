@@ -44,11 +44,12 @@ def test_tune_chooses_on_other_keys_and_agrees_with_evaluate(labeled_folder, tmp
     out = tmp_path / "tuning"
     code = main(["tune", "--data-dir", str(labeled_folder), "--output", str(out),
                  "--kinds", "pca,iforest", "--caps", "10", "--rates", "0.005,0.02",
-                 "--pot-risks", "0.001", "--multiples", "20", "--no-progress"])
+                 "--pot-risks", "0.001", "--multiples", "20,40", "--no-progress"])
     assert code == 0
     report = json.loads((out / "tuning.json").read_text())
-    # pca: 2 rates + 1 risk + 1 multiple; iforest's score has no natural zero, so no multiple
-    assert report["candidates"] == 7
+    # pca: 2 rates + 1 risk + 2 multiples (40: the configured one); iforest's score has no
+    # natural zero, so no multiple
+    assert report["candidates"] == 8
     assert not any(name.startswith("iforest") and "median" in name for name in report["f1"])
     held_out = {r["key"]: r for r in report["leave_one_key_out"]}
     assert set(held_out) == {"machine-2-7", "machine-3-3"}
