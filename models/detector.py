@@ -228,8 +228,9 @@ class Detector:
         """`score`, and with ``explain`` the (windows x metrics) matrix of metric shares,
         each row summing to 1 (0 where all contributions are 0); None without."""
         keys = np.asarray(keys).astype(str)
-        deviations = self.scaler_.standardize(self._matrix(features), keys)
-        Z = self.scaler_.capped(deviations)
+        X = self._matrix(features)
+        Z = self.scaler_.transform(X, keys)
+        deviations = self.scaler_.standardize(X, keys) if explain else None
         scores = np.empty(len(Z))
         grades = np.empty(len(Z))
         thresholds = np.empty(len(Z))

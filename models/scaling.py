@@ -2,13 +2,15 @@
 
 A busy machine is not an anomaly for being busy: `KeyedScaler` centres and scales every
 feature by the key's own training mean and spread, so a scorer sees "how unusual for this
-key". The spread is the standard deviation, or, for a feature with a heavier tail than a
-normal distribution, what its tail implies: its ``tail_quantile`` (0.999) quantile of
-absolute deviations from the mean, divided by that quantile's value under a normal
-distribution (3.29). A feature that spikes now and then in training (a daily job's spike on
-machine-2-8 in SMD) would otherwise count its usual spike as dozens of standard deviations,
-and every recurrence would alert; on a feature close to normal the two agree. Two guards
-keep one metric from taking over the score:
+key" (`transform`). The spread is the standard deviation, or, for a feature with a heavier
+tail than a normal distribution, what its tail implies: its ``tail_quantile`` (0.999)
+quantile of absolute deviations from the mean, divided by that quantile's value under a
+normal distribution (3.29). A feature that spikes now and then in training (a daily job's
+spike on machine-2-8 in SMD) would otherwise count its usual spike as dozens of standard
+deviations, and every recurrence would alert; on a feature close to normal the two agree.
+An alert still says how far a metric is in plain standard deviations (`standardize`), the
+unit people read, and on SMD's interpretation labels the ranking that names the labeled
+metrics more often. Two guards keep one metric from taking over the score:
 
 - a scale floor: a feature that never moved in a key's training data (a constant metric)
   gets at least ``min_scale_share`` of how far the feature moves over all keys, so its first
@@ -17,7 +19,7 @@ keep one metric from taking over the score:
   that is mostly 0), its full range; for one that never moved on any key, the widest of its
   metric's features (a metric's window features share its units). Without these fallbacks
   the unit is 1e-9, and a move of 0.04 reads as tens of millions of sd in an alert;
-- a cap: scaled values are clipped to ``[-cap, cap]``, so a metric that drifts far out of its
+- a cap: the scorers' values are clipped to ``[-cap, cap]``, so a metric that drifts far out of its
   training range (machine-2-8's m06 in SMD) adds at most a bounded amount, however far it
   goes. Values that hit the cap are reported, metric by metric, as out of range.
 
@@ -27,9 +29,16 @@ Keys unseen in training are scaled by the statistics pooled over all training ke
 from __future__ import annotations
 
 from statistics import NormalDist
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
+
+
+class KeyStats(NamedTuple):
+    """One key's normal, per feature."""
+    center: np.ndarray  # the training mean
+    sd: np.ndarray      # the standard deviation, floored
+    scale: np.ndarray   # the larger of sd and the spread the tail implies
 
 
 class KeyedScaler:
@@ -40,16 +49,15 @@ class KeyedScaler:
     >>> scaler.transform(np.array([[14.0], [120.0]]), ["a", "b"]).ravel().tolist()
     [1.0, 1.0]
 
-    A feature that is 0 but for a spike in 2 of 1000 windows: its standard deviation puts
-    the spike at 22.3; its tail, at 3.3 (a normal distribution's 99.9% point).
+    A feature that is 0 but for a spike in 2 of 1000 windows: the spike is 22.3 standard
+    deviations out, and its tail puts it at 3.3 for the scorers (a normal distribution's
+    99.9% point).
 
     >>> X = np.array([[0.0]] * 998 + [[10.0]] * 2)
+    >>> scaler = KeyedScaler(min_key_rows=2).fit(X, ["a"] * 1000)
     >>> spike = np.array([[10.0]])
-    >>> for tail_quantile in (None, 0.999):
-    ...     scaler = KeyedScaler(min_key_rows=2, tail_quantile=tail_quantile)
-    ...     print(scaler.fit(X, ["a"] * 1000).standardize(spike, ["a"]).round(1).item())
-    22.3
-    3.3
+    >>> scaler.standardize(spike, ["a"]).round(1).item(), scaler.transform(spike, ["a"]).round(1).item()
+    (22.3, 3.3)
 
     A window's minimum that was 0 in all training, and its mean (same metric, ``groups``),
     which moved: the minimum's floor is 1% of the mean's range, 0.01.
@@ -95,37 +103,41 @@ class KeyedScaler:
         widest = {group: spread[groups == group].max() for group in np.unique(groups)}
         return np.where(spread > 0, spread, [widest[group] for group in groups])
 
-    def _stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _stats(self, X: np.ndarray) -> KeyStats:
         center = np.nanmean(X, axis=0)
-        scale = np.nanstd(X, axis=0)
+        sd = np.maximum(np.nanstd(X, axis=0), self.floor_)
+        scale = sd
         if self.tail_quantile is not None:
             normal_quantile = NormalDist().inv_cdf((1.0 + self.tail_quantile) / 2.0)
             tail = np.nanquantile(np.abs(X - center), self.tail_quantile, axis=0)
-            scale = np.maximum(scale, tail / normal_quantile)
-        return center, np.maximum(scale, self.floor_)
+            scale = np.maximum(sd, tail / normal_quantile)
+        return KeyStats(center, sd, scale)
 
     def known(self, key: str) -> bool:
         return str(key) in self.per_key_
 
-    def standardize(self, X: np.ndarray, keys: Sequence) -> np.ndarray:
-        """Each value in standard deviations of its key's normal, not capped: how far out a
-        metric really is, which the explanations rank by."""
+    def _divided(self, X: np.ndarray, keys: Sequence, unit: str) -> np.ndarray:
+        """Each value's distance from its key's mean, in the key's `unit` (a KeyStats field)."""
         X = np.asarray(X, dtype=np.float64)
         keys = np.asarray(keys).astype(str)
         center = np.empty_like(X)
-        scale = np.empty_like(X)
+        divisor = np.empty_like(X)
         for key in np.unique(keys):
             rows = keys == key
-            center[rows], scale[rows] = self.per_key_.get(key, self.pooled_)
-        return (X - center) / scale
+            stats = self.per_key_.get(key, self.pooled_)
+            center[rows], divisor[rows] = stats.center, getattr(stats, unit)
+        return (X - center) / divisor
+
+    def standardize(self, X: np.ndarray, keys: Sequence) -> np.ndarray:
+        """Each value in standard deviations of its key's normal, not capped: how far out a
+        metric is, which the explanations rank by and the alerts report."""
+        return self._divided(X, keys, "sd")
 
     def transform(self, X: np.ndarray, keys: Sequence) -> np.ndarray:
-        return self.capped(self.standardize(X, keys))
-
-    def capped(self, Z: np.ndarray) -> np.ndarray:
-        """`standardize`'s values clipped to the cap: what the scorers see."""
-        return np.clip(Z, -self.cap, self.cap)
+        """Each value in its key's spread (tail-aware), clipped to the cap: what the scorers
+        see."""
+        return np.clip(self._divided(X, keys, "scale"), -self.cap, self.cap)
 
     def at_cap(self, Z: np.ndarray) -> np.ndarray:
-        """Which scaled values sit at the cap: out of the key's training range."""
+        """Which of `transform`'s values sit at the cap: out of the key's training range."""
         return np.abs(Z) >= self.cap

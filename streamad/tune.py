@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from models.evaluation import precision_recall_f1
-from models.detector import threshold_fits_scorer
+from models.detector import DetectorSettings, threshold_fits_scorer
 from models.threshold import ThresholdRule
 from models.tuning import best_candidate, leave_one_key_out
 from streamad.config import JobConfig
@@ -85,21 +85,28 @@ def configured_candidate(config: JobConfig) -> Candidate:
     return Candidate(settings.kind, settings.cap, settings.threshold_rule)
 
 
-def f1_table(config: JobConfig, data_dir: Path, candidates: Sequence[Candidate],
-             progress: bool = True) -> pd.DataFrame:
-    """Point F1 of every candidate (rows) on every key's test file (columns)."""
-    from tqdm import tqdm
-
+def windowed_keys(config: JobConfig, data_dir: Path) -> WindowedRun:
+    """The labeled folder's keys in windows, refused with fewer than the two keys that
+    leaving one out needs."""
     keys = find_keys(Path(data_dir))
     if len(keys) < 2:
         raise EvaluationError(f"{data_dir} has labeled data of {len(keys)} key; tuning by "
                               f"leave-one-key-out needs at least 2.")
-    run = WindowedRun.of_folder(config, data_dir, keys)
-    labels = run.labels
+    return WindowedRun.of_folder(config, data_dir, keys)
 
+
+def f1_table(run: WindowedRun, candidates: Sequence[Candidate],
+             base: DetectorSettings | None = None, progress: bool = True) -> pd.DataFrame:
+    """Point F1 of every candidate (rows) on every key's test file (columns). A candidate
+    sets the scorer, cap and threshold rule; the rest of the settings are `base`'s (the
+    configuration's unless given)."""
+    from tqdm import tqdm
+
+    labels = run.labels
+    keys = list(labels)
     fits = list(dict.fromkeys((c.kind, c.cap) for c in candidates))
     table = pd.DataFrame(index=[c.name for c in candidates], columns=keys, dtype=float)
-    base = config.model.detector_settings()
+    base = run.config.model.detector_settings() if base is None else base
     for kind, cap in tqdm(fits, desc="tune", unit="fit", disable=not progress, file=sys.stderr):
         # Each candidate applies its own rule to the keys' calibrations; the fit's own
         # threshold goes unused, and quantile suits every scorer.
@@ -122,7 +129,7 @@ def tune(config: JobConfig, data_dir: Path, output_dir: Path, kinds: Sequence[st
     """Run the grid, choose, and write tuning.json and tuning.md to `output_dir`."""
     configured = configured_candidate(config)
     candidates = candidates_of(kinds, caps, rates, pot_risks, multiples, configured)
-    table = f1_table(config, data_dir, candidates, progress)
+    table = f1_table(windowed_keys(config, data_dir), candidates, progress=progress)
     held_out = leave_one_key_out(table)
     chosen, chosen_f1 = best_candidate(table)
     by_name = {c.name: c for c in candidates}

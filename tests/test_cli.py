@@ -1,5 +1,6 @@
 """The command line: help for every command, clear errors, exit codes."""
 
+import json
 import subprocess
 import sys
 
@@ -65,3 +66,9 @@ def test_demo_retrains_a_model_the_configuration_no_longer_describes(labeled_fol
     assert "model.threshold_method: median_multiple -> quantile" in reason
     wider = dataclasses.replace(config, window=dataclasses.replace(config.window, size_s=1200))
     assert _why_train(wider, asked=False).endswith("window.size_s: 600 -> 1200")
+    # A model written by an older streamad, whose fitted parts this one cannot read.
+    metadata_path = tmp_path / "model" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata_path.write_text(json.dumps({**metadata, "format_version": 1}))
+    assert "artifact format 1, and this version of streamad reads format 2" in _why_train(
+        config, asked=False)

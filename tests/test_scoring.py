@@ -305,7 +305,7 @@ def test_a_feature_that_never_moved_in_training_is_measured_in_its_metrics_units
     assert scored["out_of_range"].iloc[0] == ["load"]
 
 
-def test_a_spike_seen_now_and_then_in_training_reads_as_its_usual_size():
+def test_scorers_see_a_usual_spike_at_its_tails_size_and_alerts_report_plain_sd():
     rng = np.random.default_rng(10)
     n = 2000
     names = ["cpu__mean", "mem__mean", "job__max"]
@@ -313,20 +313,25 @@ def test_a_spike_seen_now_and_then_in_training_reads_as_its_usual_size():
     # A nightly job: one window in a hundred, job__max jumps by 8.
     train.loc[::100, "job__max"] += 8.0
     windows = pd.DataFrame([[0.0, 0.0, 8.0], [0.0, 0.0, 40.0]], columns=names)
-    deviation = {}
+    seen, reported = {}, {}
     for tail_quantile in (0.999, None):
-        settings = DetectorSettings(kind="robust_z", scale_tail_quantile=tail_quantile)
-        scored = Detector(names, settings).fit(train, ["k"] * n).score(windows, ["k"] * 2)
-        assert [drivers[0][0] for drivers in scored["drivers"]] == ["job", "job"]
-        deviation[tail_quantile] = [drivers[0][2] for drivers in scored["drivers"]]
+        settings = DetectorSettings(kind="pca", scale_tail_quantile=tail_quantile, cap=50.0)
+        detector = Detector(names, settings).fit(train, ["k"] * n)
+        seen[tail_quantile] = detector.scaler_.transform(windows.to_numpy(), ["k"] * 2)[:, 2]
+        drivers = detector.score(windows, ["k"] * 2)["drivers"]
+        assert [d[0][0] for d in drivers] == ["job", "job"]
+        reported[tail_quantile] = [d[0][2] for d in drivers]
     job = train["job__max"]
-    # By its standard deviation the usual spike is over 6 sd out, as if it were rare...
-    assert deviation[None][0] == pytest.approx((8.0 - job.mean()) / job.std(ddof=0), rel=1e-3)
-    assert deviation[None][0] > 6
-    # ...by its tail it is within a normal metric's 99.9th percentile (3.29 sd), and a
-    # spike five times as high still reads five times as far.
-    assert 2 < deviation[0.999][0] < 3.29
-    assert deviation[0.999][1] == pytest.approx(5 * deviation[0.999][0], rel=0.02)
+    in_sd = (windows["job__max"] - job.mean()) / job.std(ddof=0)
+    # Either way the alert says how far job__max is in its standard deviations...
+    for deviations in reported.values():
+        assert deviations == pytest.approx(in_sd.round(2).tolist(), abs=0.01)
+    # ...while the scorers see the usual spike within a normal metric's 99.9th percentile
+    # (3.29), not over 6 sd out as if it were rare, and a spike five times as high five
+    # times as far.
+    assert seen[None] == pytest.approx(in_sd.to_numpy(), rel=1e-6) and in_sd[0] > 6
+    assert 2 < seen[0.999][0] < 3.29
+    assert seen[0.999][1] == pytest.approx(5 * seen[0.999][0], rel=0.02)
 
 
 def test_score_explanation_names_a_broken_correlation_that_deviations_miss():

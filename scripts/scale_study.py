@@ -1,0 +1,99 @@
+"""How should a feature's deviation be measured: in standard deviations, or by its tail? The
+measurement behind the README's "Per-key baselines" paragraph and `model.scale_tail_quantile`.
+
+    bin/streamad python scripts/scale_study.py   # about 1 minute; prints the table and
+                                                 # writes models/results/smd/scale_study.md
+
+`KeyedScaler` (models/scaling.py) divides each feature's distance from its key's training mean
+by a scale: the standard deviation alone (``none``), or the larger of it and the scale the
+feature's tail implies (its q quantile of absolute deviations, divided by that quantile under
+a normal distribution). For each scale the configured scorer and cap go through `tune`'s
+threshold rules on the same windows, and each row gives:
+
+- the configured threshold rule's mean point F1 (in sample for this row's scale);
+- the best rule in sample, and what `tune`'s leave-one-key-out gives on held-out keys when it
+  chooses among the rules (the honest figure);
+- the label-tuned ceiling of the configured fit (best F1 on the whole test).
+
+Last, the scale itself is chosen like a rule: leave one key out over every (scale, rule), so
+the figure also pays for having picked the scale on these keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.evaluation import best_f1_threshold
+from models.tuning import best_candidate, leave_one_key_out
+from streamad.cli import DEFAULT_DATA_DIR
+from streamad.config import load_config
+from streamad.tune import (DEFAULT_MULTIPLES, DEFAULT_POT_RISKS, DEFAULT_RATES,
+                           candidates_of, configured_candidate, f1_table, windowed_keys)
+
+TAIL_QUANTILES = (None, 0.99, 0.995, 0.998, 0.999, 0.9995)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    parser.add_argument("--output", default="models/results/smd/scale_study.md")
+    args = parser.parse_args()
+
+    config = load_config()
+    data_dir = Path(args.data_dir)
+    run = windowed_keys(config, data_dir)
+    configured = configured_candidate(config)
+    candidates = candidates_of([configured.kind], [configured.cap], DEFAULT_RATES,
+                               DEFAULT_POT_RISKS, DEFAULT_MULTIPLES, configured)
+    settings = config.model.detector_settings()
+    labels = run.labels
+    keys = list(labels)
+    lines = []
+    tables = {}
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    say(f"# Measuring deviations by the standard deviation or by the tail, on {data_dir}\n")
+    say(f"Scorer {configured.kind}, cap {configured.cap:g}; configured threshold: "
+        f"{configured.rule.description}. {len(candidates)} threshold rules "
+        "(as `streamad tune`). Configured setting: "
+        f"scale_tail_quantile {settings.scale_tail_quantile}.\n")
+    say(f"| scale | configured rule, mean point F1 | {' | '.join(keys)} | best rule in sample "
+        "| its F1 | held-out F1 (leave one key out) | ceiling |")
+    say("|---|---|" + "---|" * len(keys) + "---|---|---|---|")
+    for tail_quantile in TAIL_QUANTILES:
+        base = dataclasses.replace(settings, scale_tail_quantile=tail_quantile)
+        table = f1_table(run, candidates, base=base, progress=False)
+        tables[tail_quantile] = table
+        best, best_f1 = best_candidate(table)
+        held_out = np.mean([r.held_out_f1 for r in leave_one_key_out(table)])
+        _, _, points = run.score(base)
+        ceiling = np.mean([best_f1_threshold(points[key]["score"].to_numpy(), labels[key])[1]
+                           for key in keys])
+        row = table.loc[configured.name]
+        scale = "standard deviation" if tail_quantile is None else f"tail, q = {tail_quantile}"
+        say(f"| {scale} | {row.mean():.3f} | " + " | ".join(f"{row[key]:.2f}" for key in keys)
+            + f" | {best.split(', ')[-1]} | {best_f1:.3f} | {held_out:.3f} | {ceiling:.3f} |")
+    every = pd.concat({str(q): table for q, table in tables.items()})
+    every.index = [f"{q}: {rule}" for q, rule in every.index]
+    held_out = leave_one_key_out(every)
+    say(f"\nScale and rule chosen together on the other keys (leave one key out, "
+        f"{len(every)} candidates): mean held-out point F1 "
+        f"{np.mean([r.held_out_f1 for r in held_out]):.3f}.\n")
+    say("| held-out key | chosen (scale_tail_quantile: candidate) | held-out F1 |")
+    say("|---|---|---|")
+    for r in held_out:
+        say(f"| {r.key} | {r.chosen} | {r.held_out_f1:.3f} |")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
