@@ -25,16 +25,15 @@ anomalies higher at all).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from models.evaluation import best_f1_threshold, precision_recall_f1
-from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
 from streamad.evaluate import WindowedRun
+from study_report import StudyReport, study_arguments
 
 
 def with_extra(features: pd.DataFrame, extra: pd.DataFrame, suffix: str) -> pd.DataFrame:
@@ -45,9 +44,7 @@ def with_extra(features: pd.DataFrame, extra: pd.DataFrame, suffix: str) -> pd.D
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
-    parser.add_argument("--output", default="models/results/smd/context_study.md")
+    parser = study_arguments(__doc__, "models/results/smd/context_study.md")
     args = parser.parse_args()
 
     config = load_config()
@@ -74,11 +71,8 @@ def main() -> None:
 
     keys = [d.key for d in run.data]
     labels = run.labels
-    lines = []
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    report = StudyReport(args.output)
+    say = report.say
 
     say(f"# A longer context beside the window, on {data_dir}\n")
     say(f"Threshold: {settings.threshold_rule.description}. Ceiling: best F1 on the whole "
@@ -95,8 +89,7 @@ def main() -> None:
         say(f"| {label} ({len(names)} features) | {np.mean(list(f1.values())):.3f} | "
             f"{np.mean(list(ceiling.values())):.3f} | "
             + " | ".join(f"{f1[key]:.2f}" for key in keys) + " |")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(lines) + "\n")
+    report.write()
 
 
 if __name__ == "__main__":

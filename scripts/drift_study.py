@@ -27,7 +27,6 @@ The explanation methods are compared by `streamad evaluate` itself.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,9 @@ import pandas as pd
 
 from models.data import TIME_MS_COLUMN
 from models.evaluation import precision_recall_f1
-from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
 from streamad.evaluate import LABEL_COLUMN, WindowedRun
+from study_report import StudyReport, study_arguments
 
 LEVEL_STATISTICS = ("mean", "min", "max", "last")
 
@@ -64,9 +63,7 @@ def treated(features, aggregates, is_train, key_field, metrics, trailing, mode, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
-    parser.add_argument("--output", default="models/results/smd/drift_study.md")
+    parser = study_arguments(__doc__, "models/results/smd/drift_study.md")
     parser.add_argument("--context", type=int, default=288,
                         help="trailing windows of the drift signal (default 288: one day)")
     args = parser.parse_args()
@@ -85,11 +82,8 @@ def main() -> None:
     rows += [("recenter", k, f"recenter drifted {k}") for k in (3, 6)]
     rows += [("neutralize", k, f"neutralize drifted {k}") for k in (3, 5, 8)]
     keys = [d.key for d in run.data]
-    lines = []
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    report = StudyReport(args.output)
+    say = report.say
 
     say(f"# Drift treatments on {data_dir}\n")
     say(f"Drift signal: trailing mean of {args.context} windows; k in training sd.\n")
@@ -105,8 +99,7 @@ def main() -> None:
             + " | ".join(f"{f1[key]:.2f}" for key in keys) + " |")
 
     daily_spike_study(run.data, metrics, say)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(lines) + "\n")
+    report.write()
 
 
 def daily_spike_study(data, metrics, say, far_sd: float = 20.0, min_days: int = 5):

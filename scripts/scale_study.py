@@ -21,7 +21,6 @@ the figure also pays for having picked the scale on these keys.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -30,18 +29,16 @@ import pandas as pd
 
 from models.evaluation import best_f1_threshold
 from models.tuning import best_candidate, leave_one_key_out
-from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
 from streamad.tune import (DEFAULT_MULTIPLES, DEFAULT_POT_RISKS, DEFAULT_RATES,
                            candidates_of, configured_candidate, f1_table, windowed_keys)
+from study_report import StudyReport, study_arguments
 
 TAIL_QUANTILES = (None, 0.99, 0.995, 0.998, 0.999, 0.9995)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
-    parser.add_argument("--output", default="models/results/smd/scale_study.md")
+    parser = study_arguments(__doc__, "models/results/smd/scale_study.md")
     args = parser.parse_args()
 
     config = load_config()
@@ -53,12 +50,9 @@ def main() -> None:
     settings = config.model.detector_settings()
     labels = run.labels
     keys = list(labels)
-    lines = []
     tables = {}
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    report = StudyReport(args.output)
+    say = report.say
 
     say(f"# Measuring deviations by the standard deviation or by the tail, on {data_dir}\n")
     say(f"Scorer {configured.kind}, cap {configured.cap:g}; configured threshold: "
@@ -91,8 +85,7 @@ def main() -> None:
     say("|---|---|---|")
     for r in held_out:
         say(f"| {r.key} | {r.chosen} | {r.held_out_f1:.3f} |")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(lines) + "\n")
+    report.write()
 
 
 if __name__ == "__main__":
