@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import joblib
 import numpy as np
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 

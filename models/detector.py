@@ -155,7 +155,7 @@ class Detector:
                 rows = keys == key
                 if rows.sum() >= settings.min_key_windows:
                     self.key_scorers_[key] = self._new_scorer().fit(Z[rows])
-        scores = self._raw_scores(Z, keys)
+        scores = self._training_scores(Z, keys)
         self.pooled_calibrator_ = TailCalibrator().fit(scores)
         self.calibrators_ = {}
         self.thresholds_ = {}
@@ -202,11 +202,13 @@ class Detector:
     def threshold_for(self, key: str) -> float:
         return self.thresholds_.get(key, self.pooled_threshold_)
 
-    def _raw_scores(self, Z: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def _training_scores(self, Z: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Each training window's score, from the scorer its key uses, as a new window would
+        score: what the calibrations and thresholds are fitted on."""
         scores = np.empty(len(Z))
         for key in np.unique(keys):
             rows = keys == key
-            scores[rows] = self._scorer_for(key).score_samples(Z[rows])
+            scores[rows] = self._scorer_for(key).training_scores(Z[rows])
         return scores
 
     # ---------------------------------------------------------------- scoring

@@ -7,7 +7,14 @@ Every scorer has ``fit(X)``, ``score_samples(X)`` and ``feature_contributions(X)
   which way a score points);
 - ``feature_contributions`` returns an (n_samples, n_features) array of non-negative shares
   of each feature in the sample's anomaly, the raw material of an alert's explanation.
-  ``score_and_contributions`` returns both, computing shared work once where it can.
+  ``score_and_contributions`` returns both, computing shared work once where it can;
+- ``training_scores`` scores the rows the scorer was fitted on as if each were new, which is
+  what the thresholds are calibrated on: a scorer that keeps training rows (kNN) must not
+  find a row's own copy among its neighbours.
+
+The scores whose zero means "exactly normal" are all squared deviations (a squared
+reconstruction error, squared z-scores, squared distances), so that a multiple of the typical
+score means the same for each of them (the ``median_multiple`` threshold).
 
 Scorers see features that `models.scaling.KeyedScaler` has already put on a common scale
 (each key against its own normal, capped), so they need no scaling of their own. Non-finite
@@ -55,6 +62,10 @@ class _Scorer(BaseEstimator):
         """``score_samples`` and ``feature_contributions`` of the same rows together; a
         scorer whose score is built from its contributions overrides this to compute once."""
         return self.score_samples(X), self.feature_contributions(X)
+
+    def training_scores(self, X) -> np.ndarray:
+        """The scores of rows this scorer was fitted on, each scored as a new row would be."""
+        return self.score_samples(X)
 
 
 class RobustZScorer(_Scorer):
@@ -129,16 +140,23 @@ class PCAScorer(_Scorer):
 
 
 class KNNScorer(_Scorer):
-    """Mean distance to the ``n_neighbors`` nearest training windows.
+    """Mean squared distance to the ``n_neighbors`` nearest training windows.
 
-    Training keeps at most ``max_reference`` windows (a random sample) so scoring cost does
-    not grow with the history. A feature's contribution is its squared difference to the
-    nearest training window.
+    Squared, as the other scores with a natural zero are squared deviations: "40 times the
+    typical score" then means the same for each. Training keeps at most ``max_reference``
+    windows (a random sample) so scoring cost does not grow with the history. A feature's
+    contribution is its squared difference to the nearest training window.
 
     >>> rng = np.random.default_rng(0)
     >>> scorer = KNNScorer(random_state=0).fit(rng.normal(size=(300, 2)))
     >>> bool(scorer.score_samples([[5.0, 5.0]])[0] > scorer.score_samples([[0.0, 0.0]])[0])
     True
+
+    A kept training window is its own nearest neighbour; its training score leaves it out.
+
+    >>> scorer = KNNScorer(n_neighbors=1).fit([[0.0], [1.0], [3.0]])
+    >>> scorer.score_samples([[3.0]]).tolist(), scorer.training_scores([[3.0]]).tolist()
+    ([0.0], [4.0])
     """
 
     def __init__(self, n_neighbors: int = 5, max_reference: int = 5000, random_state=None):
@@ -152,8 +170,12 @@ class KNNScorer(_Scorer):
             rng = check_random_state(self.random_state)
             X = X[np.sort(rng.choice(len(X), self.max_reference, replace=False))]
         self.reference_ = X
-        self.neighbors_ = NearestNeighbors(n_neighbors=min(self.n_neighbors, len(X))).fit(X)
+        # One neighbour more than scored, for training rows that find themselves first.
+        self.neighbors_ = NearestNeighbors(n_neighbors=min(self.n_neighbors + 1, len(X))).fit(X)
         return self
+
+    def _neighbours(self) -> int:
+        return min(self.n_neighbors, len(self.reference_))
 
     def feature_contributions(self, X) -> np.ndarray:
         X = self._score_input(X)
@@ -162,8 +184,20 @@ class KNNScorer(_Scorer):
 
     def score_samples(self, X) -> np.ndarray:
         X = self._score_input(X)
-        distances, _ = self.neighbors_.kneighbors(X)
-        return distances.mean(axis=1)
+        distances, _ = self.neighbors_.kneighbors(X, n_neighbors=self._neighbours())
+        return (distances ** 2).mean(axis=1)
+
+    def training_scores(self, X) -> np.ndarray:
+        X = self._score_input(X)
+        k = self._neighbours()
+        if k == len(self.reference_):  # no neighbour to spare: score as any row
+            return self.score_samples(X)
+        distances, _ = self.neighbors_.kneighbors(X, n_neighbors=k + 1)
+        # A row at distance 0 from its nearest is a kept training row (or an exact copy of
+        # one, which is the same window): skip that first neighbour.
+        found_itself = distances[:, 0] == 0.0
+        kept = np.where(found_itself[:, None], distances[:, 1:], distances[:, :-1])
+        return (kept ** 2).mean(axis=1)
 
 
 class IsolationForestScorer(_Scorer):

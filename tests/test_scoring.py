@@ -83,11 +83,35 @@ class TestScorerContract:
         assert np.array_equal(scores, scorer.score_samples(normal_data[:50]))
         assert np.array_equal(contributions, scorer.feature_contributions(normal_data[:50]))
 
+    def test_training_scores_never_flatter_the_rows_it_was_fitted_on(self, scorer,
+                                                                      normal_data):
+        scorer.fit(normal_data)
+        training = scorer.training_scores(normal_data)
+        assert training.shape == (len(normal_data),) and np.isfinite(training).all()
+        assert (training >= scorer.score_samples(normal_data)).all()
+
     def test_survives_a_pickle_round_trip(self, scorer, normal_data):
         import pickle
         scorer.fit(normal_data)
         copy = pickle.loads(pickle.dumps(scorer))
         assert np.array_equal(copy.score_samples(normal_data), scorer.score_samples(normal_data))
+
+
+def test_knn_training_scores_are_those_of_each_row_left_out(normal_data):
+    rows = normal_data[:60]
+    training = KNNScorer(n_neighbors=3).fit(rows).training_scores(rows)
+    left_out = [KNNScorer(n_neighbors=3).fit(np.delete(rows, i, axis=0))
+                .score_samples(rows[i:i + 1])[0] for i in range(len(rows))]
+    assert training == pytest.approx(left_out)
+    # Scored as any new row, each would find itself at distance 0 and look more normal.
+    assert (KNNScorer(n_neighbors=3).fit(rows).score_samples(rows) < training).all()
+
+
+def test_knn_score_is_a_squared_distance_like_the_other_natural_zero_scores():
+    # One training window at the origin: a window at distance 2 scores 4, as PCA's squared
+    # residual and robust z's squared z-scores would, so a median multiple means the same.
+    scorer = KNNScorer(n_neighbors=1).fit(np.zeros((1, 2)))
+    assert scorer.score_samples([[2.0, 0.0]]).tolist() == [4.0]
 
 
 def test_threshold_gives_the_target_alert_rate(normal_data):
