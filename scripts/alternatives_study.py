@@ -1,0 +1,255 @@
+"""What else might lift point F1 on SMD, and why none of it is the default: the measurement
+behind the README's "Where this falls short" list of alternatives.
+
+    bin/streamad python scripts/alternatives_study.py   # about 1 minute; prints the table
+                                                        # and writes models/results/smd/
+                                                        # alternatives_study.md
+
+Each row changes one thing in the configured detector (PCA reconstruction error on the window
+features, tail-aware per-key scale, cap, a multiple of each key's median training score) and
+keeps the rest: the score, the scorer, the features or the window. Everything else is the
+product's code (windows, features, scaling, the evaluation's minute-by-minute decisions). The
+threshold stays a multiple of each key's median training score, and each row gives:
+
+- the mean point F1 at the configured multiple;
+- the best multiple in sample (of a wider range than `tune`'s, as some scores want 3-6 x),
+  its mean F1 and its F1 per key;
+- the held-out F1: leave one key out, the multiple chosen on the other keys (as `tune`);
+- the label-tuned ceiling, its mean and per key: the best threshold per key on the whole
+  test, which says whether the change ranks the labeled minutes higher at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from models.evaluation import best_f1_threshold, precision_recall_f1
+from models.features import feature_names, features_from_aggregates
+from models.scorers import PCAScorer
+from models.tuning import best_candidate, leave_one_key_out
+from streamad.config import load_config
+from streamad.evaluate import WindowedRun, points_of
+from study_report import StudyReport, study_arguments
+
+MULTIPLES = (3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 130, 160, 200)
+# Per metric, the scorer's summed contributions count in full up to about this much and
+# logarithmically beyond, so that one metric far out weighs less than many metrics out.
+METRIC_SOFT_CAP = 25.0
+# The share of the highest-scoring training windows left out of the trimmed PCA's refit.
+TRIMMED_SHARE = 0.01
+
+
+@dataclasses.dataclass
+class Scores:
+    """One variant's score of every train window and every test window of a run."""
+    run: WindowedRun
+    train: np.ndarray
+    test: np.ndarray
+
+
+def multiple_table(scores: Scores) -> pd.DataFrame:
+    """Point F1 (multiples x keys) with each key's threshold at a multiple of the median of
+    its training windows' scores."""
+    run = scores.run
+    key_field = run.config.schema.key_field
+    train_keys = run.aggregates.loc[run.is_train, key_field].astype(str).to_numpy()
+    test_windows = run.aggregates.loc[~run.is_train]
+    points = points_of(run.data, test_windows,
+                       pd.DataFrame({"score": scores.test}, index=test_windows.index),
+                       run.config)
+    table = pd.DataFrame(index=[f"{m} x median" for m in MULTIPLES], columns=list(run.labels),
+                         dtype=float)
+    for key, labels in run.labels.items():
+        median = np.median(scores.train[train_keys == key])
+        score = points[key]["score"].to_numpy()
+        for multiple, name in zip(MULTIPLES, table.index):
+            table.at[name, key] = precision_recall_f1(score > multiple * median, labels)["f1"]
+    table.attrs["ceilings"] = [
+        best_f1_threshold(np.nan_to_num(points[key]["score"].to_numpy()), labels)[1]
+        for key, labels in run.labels.items()]
+    return table
+
+
+def per_key_smoothed(scores: Scores, smooth: Callable[[pd.Series], pd.Series]) -> Scores:
+    """Each key's window scores, train and test apart, passed in time order through `smooth`
+    (causal: a window sees itself and the windows before it)."""
+    run = scores.run
+    key_field = run.config.schema.key_field
+
+    def along_time(part: np.ndarray, values: np.ndarray) -> np.ndarray:
+        windows = run.aggregates.loc[part, [key_field, "window_start_ms"]]
+        frame = windows.assign(score=values).sort_values([key_field, "window_start_ms"])
+        smoothed = frame.groupby(key_field)["score"].transform(smooth)
+        return smoothed.reindex(windows.index).to_numpy()
+
+    return Scores(run, along_time(run.is_train, scores.train),
+                  along_time(~run.is_train, scores.test))
+
+
+def over_key_medians(scores: Scores) -> Scores:
+    """Each window's score over its key's median training score (to combine two scores)."""
+    run = scores.run
+    key_field = run.config.schema.key_field
+    train_keys = run.aggregates.loc[run.is_train, key_field].astype(str).to_numpy()
+    test_keys = run.aggregates.loc[~run.is_train, key_field].astype(str).to_numpy()
+    train, test = scores.train.copy(), scores.test.copy()
+    for key in np.unique(train_keys):
+        median = np.median(scores.train[train_keys == key])
+        train[train_keys == key] /= median
+        test[test_keys == key] /= median
+    return Scores(run, train, test)
+
+
+class Variants:
+    """The configured detector fitted once on a run, and the variants built from its parts."""
+
+    def __init__(self, run: WindowedRun):
+        self.run = run
+        self.settings = run.config.model.detector_settings()
+        self.detector, scored, _ = run.score(self.settings)
+        self.configured = Scores(run, self.detector.training_scores_,
+                                 scored["score"].to_numpy())
+        key_field = run.config.schema.key_field
+        scaled = []
+        for part in (run.is_train, ~run.is_train):
+            features = run.features.loc[part, self.detector.feature_names].to_numpy(float)
+            keys = run.aggregates.loc[part, key_field].astype(str).to_numpy()
+            scaled.append(self.detector.scaler_.transform(features, keys))
+        self.train_scaled, self.test_scaled = scaled
+
+    def _of(self, score: Callable[[np.ndarray], np.ndarray]) -> Scores:
+        return Scores(self.run, score(self.train_scaled), score(self.test_scaled))
+
+    def hotelling(self) -> Scores:
+        """Hotelling's T²: the distance within the PCA's subspace, which the reconstruction
+        error does not see (a move along the normal correlations)."""
+        pca = self.detector.pooled_scorer_.pca_
+        return self._of(lambda Z: (pca.transform(Z) ** 2 / pca.explained_variance_).sum(axis=1))
+
+    def error_and_hotelling(self) -> Scores:
+        error, inside = over_key_medians(self.configured), over_key_medians(self.hotelling())
+        return Scores(self.run, error.train + inside.train, error.test + inside.test)
+
+    def metric_soft_cap(self) -> Scores:
+        scorer, detector = self.detector.pooled_scorer_, self.detector
+        to_metric = np.array([[feature_metric == metric for metric in detector.metrics]
+                              for feature_metric in detector.feature_metrics], dtype=float)
+
+        def score(Z):
+            per_metric = scorer.feature_contributions(Z) @ to_metric
+            return (METRIC_SOFT_CAP * np.log1p(per_metric / METRIC_SOFT_CAP)).sum(axis=1)
+        return self._of(score)
+
+    def trimmed_pca(self) -> Scores:
+        first = self.detector.pooled_scorer_.score_samples(self.train_scaled)
+        kept = first <= np.quantile(first, 1.0 - TRIMMED_SHARE)
+        refit = PCAScorer(variance=self.settings.pca_variance).fit(self.train_scaled[kept])
+        return self._of(refit.score_samples)
+
+    def with_settings(self, **changes) -> Scores:
+        detector, scored, _ = self.run.score(dataclasses.replace(self.settings, **changes))
+        return Scores(self.run, detector.training_scores_, scored["score"].to_numpy())
+
+    def lower_of_pca_and_knn(self, knn: Scores) -> Scores:
+        pca, knn = over_key_medians(self.configured), over_key_medians(knn)
+        return Scores(self.run, np.minimum(pca.train, knn.train),
+                      np.minimum(pca.test, knn.test))
+
+    def with_statistics(self, statistics: tuple[str, ...]) -> Scores:
+        config = self.run.config
+        metrics = list(config.schema.metric_fields)
+        features = features_from_aggregates(self.run.aggregates, metrics, statistics,
+                                            config.features.include_count)
+        names = feature_names(metrics, statistics, config.features.include_count)
+        detector, scored, _ = self.run.score(self.settings, features=features,
+                                             feature_names=names)
+        return Scores(self.run, detector.training_scores_, scored["score"].to_numpy())
+
+
+def with_window(run: WindowedRun, size_s: int, slide_s: int) -> Scores:
+    config = run.config
+    config = dataclasses.replace(config, window=dataclasses.replace(
+        config.window, size_s=size_s, slide_s=slide_s))
+    other = WindowedRun.of(config, run.data)
+    detector, scored, _ = other.score(config.model.detector_settings())
+    return Scores(other, detector.training_scores_, scored["score"].to_numpy())
+
+
+def main() -> None:
+    parser = study_arguments(__doc__, "models/results/smd/alternatives_study.md")
+    args = parser.parse_args()
+
+    config = load_config()
+    model = config.model
+    if model.kind != "pca" or model.threshold_method != "median_multiple":
+        sys.exit(f"this study varies the PCA scorer with a median-multiple threshold; the "
+                 f"configuration has {model.kind} with {model.threshold_method}. Set "
+                 f"model.kind: pca and model.threshold_method: median_multiple.")
+    data_dir = Path(args.data_dir)
+    run = WindowedRun.of_folder(config, data_dir)
+    variants = Variants(run)
+    configured = f"{model.median_multiple:g} x median"
+    if configured not in [f"{m} x median" for m in MULTIPLES]:
+        sys.exit(f"model.median_multiple {model.median_multiple:g} is not among the study's "
+                 f"multiples {MULTIPLES}.")
+    keys = list(run.labels)
+    report = StudyReport(args.output)
+    say = report.say
+    say(f"# Alternatives to the configured detector, on {data_dir}\n")
+    say(f"Configured: PCA reconstruction error, cap {model.cap:g}, scale tail quantile "
+        f"{model.scale_tail_quantile}, {configured}. Multiples tried: "
+        f"{', '.join(map(str, MULTIPLES))}. Per key: {', '.join(keys)}.\n")
+    say(f"| change | F1 at {configured} | best multiple | its F1 | per key | held-out F1 "
+        "(leave one key out) | ceiling | per key |")
+    say("|---|---|---|---|---|---|---|---|")
+
+    def row(name: str, scores: Scores) -> None:
+        table = multiple_table(scores)
+        best, best_f1 = best_candidate(table)
+        held_out = np.mean([r.held_out_f1 for r in leave_one_key_out(table)])
+        per_key = " ".join(f"{table.at[best, key]:.2f}" for key in keys)
+        ceilings = table.attrs["ceilings"]
+        say(f"| {name} | {table.loc[configured].mean():.3f} | {best.split(' ')[0]} x | "
+            f"{best_f1:.3f} | {per_key} | {held_out:.3f} | {np.mean(ceilings):.3f} | "
+            + " ".join(f"{c:.2f}" for c in ceilings) + " |")
+
+    row("none (the configured detector)", variants.configured)
+    say("| **the score** | | | | | | | |")
+    row("Hotelling's T² in the PCA subspace instead", variants.hotelling())
+    row("reconstruction error + T², each over its key's median", variants.error_and_hotelling())
+    row(f"each metric's contributions soft-capped at {METRIC_SOFT_CAP:g}",
+        variants.metric_soft_cap())
+    row(f"PCA refitted without the top {TRIMMED_SHARE:.0%} of training windows",
+        variants.trimmed_pca())
+    row("mean of the window's score and the previous window's",
+        per_key_smoothed(variants.configured, lambda s: s.rolling(2, min_periods=1).mean()))
+    row("exponentially weighted mean of the scores (alpha 0.5)",
+        per_key_smoothed(variants.configured, lambda s: s.ewm(alpha=0.5).mean()))
+    say("| **the scorer** | | | | | | | |")
+    knn = variants.with_settings(kind="knn")
+    row("kNN (mean squared distance to 5 neighbours)", knn)
+    row("lower of PCA and kNN, each over its key's median", variants.lower_of_pca_and_knn(knn))
+    for variance in (0.8, 0.95):
+        row(f"PCA keeping {variance:.0%} of the variance (configured "
+            f"{model.pca_variance:.0%})", variants.with_settings(pca_variance=variance))
+    say("| **the features** | | | | | | | |")
+    statistics = tuple(config.features.statistics)
+    for extra in ("range", "delta"):
+        row(f"{', '.join(statistics)} and {extra}", variants.with_statistics(statistics + (extra,)))
+    row("mean and std only", variants.with_statistics(("mean", "std")))
+    say("| **the window** | | | | | | | |")
+    for size_s, slide_s in ((300, 300), (1200, 300)):
+        row(f"{size_s // 60}-minute window sliding by {slide_s // 60} (configured "
+            f"{config.window.size_s // 60} by {config.window.effective_slide_s // 60})",
+            with_window(run, size_s, slide_s))
+    report.write()
+
+
+if __name__ == "__main__":
+    main()
