@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from models.detector import DetectorSettings
 from models.evaluation import best_f1_threshold, precision_recall_f1
 from models.features import feature_names, features_from_aggregates
 from models.scorers import PCAScorer
@@ -52,28 +53,39 @@ class Scores:
     train: np.ndarray
     test: np.ndarray
 
+    def keys(self, train: bool) -> np.ndarray:
+        """The key of each train (or test) window, in the order of the scores."""
+        run = self.run
+        part = run.is_train if train else ~run.is_train
+        return run.aggregates.loc[part, run.config.schema.key_field].astype(str).to_numpy()
 
-def multiple_table(scores: Scores) -> pd.DataFrame:
+
+def multiple_table(scores: Scores) -> tuple[pd.DataFrame, list[float]]:
     """Point F1 (multiples x keys) with each key's threshold at a multiple of the median of
-    its training windows' scores."""
+    its training windows' scores, and each key's label-tuned ceiling."""
     run = scores.run
-    key_field = run.config.schema.key_field
-    train_keys = run.aggregates.loc[run.is_train, key_field].astype(str).to_numpy()
+    train_keys = scores.keys(train=True)
     test_windows = run.aggregates.loc[~run.is_train]
     points = points_of(run.data, test_windows,
                        pd.DataFrame({"score": scores.test}, index=test_windows.index),
                        run.config)
     table = pd.DataFrame(index=[f"{m} x median" for m in MULTIPLES], columns=list(run.labels),
                          dtype=float)
+    ceilings = []
     for key, labels in run.labels.items():
         median = np.median(scores.train[train_keys == key])
-        score = points[key]["score"].to_numpy()
+        score = np.nan_to_num(points[key]["score"].to_numpy())
         for multiple, name in zip(MULTIPLES, table.index):
             table.at[name, key] = precision_recall_f1(score > multiple * median, labels)["f1"]
-    table.attrs["ceilings"] = [
-        best_f1_threshold(np.nan_to_num(points[key]["score"].to_numpy()), labels)[1]
-        for key, labels in run.labels.items()]
-    return table
+        ceilings.append(best_f1_threshold(score, labels)[1])
+    return table, ceilings
+
+
+def fitted(run: WindowedRun, settings: DetectorSettings, **features) -> Scores:
+    """The scores of a detector with `settings` fitted on `run`'s train windows; `features`
+    are `WindowedRun.score`'s, to score other features."""
+    detector, scored, _ = run.score(settings, **features)
+    return Scores(run, detector.training_scores_, scored["score"].to_numpy())
 
 
 def per_key_smoothed(scores: Scores, smooth: Callable[[pd.Series], pd.Series]) -> Scores:
@@ -94,16 +106,13 @@ def per_key_smoothed(scores: Scores, smooth: Callable[[pd.Series], pd.Series]) -
 
 def over_key_medians(scores: Scores) -> Scores:
     """Each window's score over its key's median training score (to combine two scores)."""
-    run = scores.run
-    key_field = run.config.schema.key_field
-    train_keys = run.aggregates.loc[run.is_train, key_field].astype(str).to_numpy()
-    test_keys = run.aggregates.loc[~run.is_train, key_field].astype(str).to_numpy()
+    train_keys, test_keys = scores.keys(train=True), scores.keys(train=False)
     train, test = scores.train.copy(), scores.test.copy()
     for key in np.unique(train_keys):
         median = np.median(scores.train[train_keys == key])
         train[train_keys == key] /= median
         test[test_keys == key] /= median
-    return Scores(run, train, test)
+    return Scores(scores.run, train, test)
 
 
 class Variants:
@@ -115,12 +124,12 @@ class Variants:
         self.detector, scored, _ = run.score(self.settings)
         self.configured = Scores(run, self.detector.training_scores_,
                                  scored["score"].to_numpy())
-        key_field = run.config.schema.key_field
         scaled = []
-        for part in (run.is_train, ~run.is_train):
+        for train in (True, False):
+            part = run.is_train if train else ~run.is_train
             features = run.features.loc[part, self.detector.feature_names].to_numpy(float)
-            keys = run.aggregates.loc[part, key_field].astype(str).to_numpy()
-            scaled.append(self.detector.scaler_.transform(features, keys))
+            scaled.append(self.detector.scaler_.transform(features,
+                                                          self.configured.keys(train)))
         self.train_scaled, self.test_scaled = scaled
 
     def _of(self, score: Callable[[np.ndarray], np.ndarray]) -> Scores:
@@ -153,8 +162,7 @@ class Variants:
         return self._of(refit.score_samples)
 
     def with_settings(self, **changes) -> Scores:
-        detector, scored, _ = self.run.score(dataclasses.replace(self.settings, **changes))
-        return Scores(self.run, detector.training_scores_, scored["score"].to_numpy())
+        return fitted(self.run, dataclasses.replace(self.settings, **changes))
 
     def lower_of_pca_and_knn(self, knn: Scores) -> Scores:
         pca, knn = over_key_medians(self.configured), over_key_medians(knn)
@@ -167,18 +175,14 @@ class Variants:
         features = features_from_aggregates(self.run.aggregates, metrics, statistics,
                                             config.features.include_count)
         names = feature_names(metrics, statistics, config.features.include_count)
-        detector, scored, _ = self.run.score(self.settings, features=features,
-                                             feature_names=names)
-        return Scores(self.run, detector.training_scores_, scored["score"].to_numpy())
+        return fitted(self.run, self.settings, features=features, feature_names=names)
 
 
 def with_window(run: WindowedRun, size_s: int, slide_s: int) -> Scores:
     config = run.config
     config = dataclasses.replace(config, window=dataclasses.replace(
         config.window, size_s=size_s, slide_s=slide_s))
-    other = WindowedRun.of(config, run.data)
-    detector, scored, _ = other.score(config.model.detector_settings())
-    return Scores(other, detector.training_scores_, scored["score"].to_numpy())
+    return fitted(WindowedRun.of(config, run.data), config.model.detector_settings())
 
 
 def main() -> None:
@@ -210,11 +214,10 @@ def main() -> None:
     say("|---|---|---|---|---|---|---|---|")
 
     def row(name: str, scores: Scores) -> None:
-        table = multiple_table(scores)
+        table, ceilings = multiple_table(scores)
         best, best_f1 = best_candidate(table)
         held_out = np.mean([r.held_out_f1 for r in leave_one_key_out(table)])
         per_key = " ".join(f"{table.at[best, key]:.2f}" for key in keys)
-        ceilings = table.attrs["ceilings"]
         say(f"| {name} | {table.loc[configured].mean():.3f} | {best.split(' ')[0]} x | "
             f"{best_f1:.3f} | {per_key} | {held_out:.3f} | {np.mean(ceilings):.3f} | "
             + " ".join(f"{c:.2f}" for c in ceilings) + " |")
