@@ -97,14 +97,22 @@ def read_metadata(directory: Path) -> dict:
         raise ArtifactError(f"{path} is not valid JSON ({exc}); retrain the model.") from None
 
 
+def format_mismatch(metadata: dict) -> str | None:
+    """Why this version of streamad cannot read the artifact `metadata` describes, as a
+    phrase; None when its format is the one read here."""
+    found = metadata.get("format_version")
+    if found == FORMAT_VERSION:
+        return None
+    return f"artifact format {found!r}, and this version of streamad reads format {FORMAT_VERSION}"
+
+
 def verify_artifact(directory: Path, expected_features: Sequence[str] | None = None) -> dict:
     """Check hash and features without unpickling anything; returns the metadata."""
     directory = Path(directory)
     metadata = read_metadata(directory)
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{directory} has artifact format {metadata.get('format_version')!r}; this version "
-            f"of streamad reads format {FORMAT_VERSION}. Retrain with 'streamad train'.")
+    mismatch = format_mismatch(metadata)
+    if mismatch:
+        raise ArtifactError(f"{directory} has {mismatch}. Retrain with 'streamad train'.")
     model_path = directory / MODEL_FILE
     if not model_path.is_file():
         raise ArtifactError(f"{model_path} is missing; retrain with 'streamad train'.")

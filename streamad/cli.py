@@ -187,7 +187,7 @@ def cmd_alerts(args, config: JobConfig) -> int:
 
 def _why_train(config: JobConfig, asked: bool) -> str | None:
     """Why the demo must train before it runs the job; None when the model is current."""
-    from models.artifact import FORMAT_VERSION, ArtifactError, read_metadata
+    from models.artifact import ArtifactError, format_mismatch, read_metadata
     from models.train import settings_changed_since_training
     if asked:
         return "--retrain"
@@ -195,9 +195,9 @@ def _why_train(config: JobConfig, asked: bool) -> str | None:
         metadata = read_metadata(config.artifact_path)
     except ArtifactError:
         return f"no model in {config.artifact_path} yet"
-    if metadata.get("format_version") != FORMAT_VERSION:
-        return (f"the model is in artifact format {metadata.get('format_version')}, and this "
-                f"version of streamad reads format {FORMAT_VERSION}")
+    mismatch = format_mismatch(metadata)
+    if mismatch:
+        return f"the model is in {mismatch}"
     changes = settings_changed_since_training(config, metadata)
     if changes:
         return "the configuration changed since the model was trained: " + "; ".join(changes)

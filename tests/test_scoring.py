@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from models.artifact import (ArtifactError, load_artifact, save_artifact, sha256_of,
-                             verify_artifact)
+from models.artifact import (FORMAT_VERSION, ArtifactError, load_artifact, save_artifact,
+                             sha256_of, verify_artifact)
 from models.features import aggregate_columns, window_aggregates
 from models.detector import Detector, DetectorSettings
 from models.scorers import (SCORERS as SCORER_KINDS, IsolationForestScorer, KNNScorer,
@@ -191,6 +191,16 @@ def test_feature_mismatch_names_the_difference(tmp_path):
         verify_artifact(tmp_path / "model", expected_features=["a", "b", "c", "e"])
     assert "not in the model: ['e']" in str(error.value)
     assert "only in the model: ['d']" in str(error.value)
+
+
+def test_artifact_of_another_format_is_refused_with_both_formats_named(tmp_path):
+    _artifact(tmp_path)
+    metadata_path = tmp_path / "model" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata_path.write_text(json.dumps({**metadata, "format_version": 1}))
+    with pytest.raises(ArtifactError, match=rf"has artifact format 1, and this version of "
+                                            rf"streamad reads format {FORMAT_VERSION}\. Retrain"):
+        load_artifact(tmp_path / "model")
 
 
 def test_missing_artifact_says_how_to_make_one(tmp_path):
