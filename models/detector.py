@@ -138,6 +138,11 @@ class Detector:
         for i, metric in enumerate(self.feature_metrics):
             self._to_metric[i, self.metrics.index(metric)] = 1.0
 
+    def per_metric(self, per_feature: np.ndarray) -> np.ndarray:
+        """(windows x features) values summed over each metric's features: (windows x
+        metrics), in the order of ``metrics``."""
+        return per_feature @ self._to_metric
+
     # ---------------------------------------------------------------- training
     def fit(self, features: pd.DataFrame, keys: Sequence) -> "Detector":
         settings = self.settings
@@ -252,7 +257,7 @@ class Detector:
         if not explain:
             return result, None
         signed = self._largest_deviations(deviations)
-        per_metric = contributions @ self._to_metric if by_score else np.abs(signed)
+        per_metric = self.per_metric(contributions) if by_score else np.abs(signed)
         totals = per_metric.sum(axis=1, keepdims=True)
         shares = np.divide(per_metric, totals, out=np.zeros_like(per_metric), where=totals > 0)
         result["drivers"] = self._drivers(shares, signed)
@@ -283,6 +288,6 @@ class Detector:
                  for metric, share, deviation, named in zip(*row) if named] for row in rows]
 
     def _out_of_range(self, Z: np.ndarray) -> list[list[str]]:
-        capped = (self.scaler_.at_cap(Z).astype(np.float64) @ self._to_metric) > 0
+        capped = self.per_metric(self.scaler_.at_cap(Z).astype(np.float64)) > 0
         names = np.array(self.metrics)
         return [[m for m in names[row] if m != COUNT_COLUMN] for row in capped]

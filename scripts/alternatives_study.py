@@ -64,20 +64,19 @@ def multiple_table(scores: Scores) -> tuple[pd.DataFrame, list[float]]:
     """Point F1 (multiples x keys) with each key's threshold at a multiple of the median of
     its training windows' scores, and each key's label-tuned ceiling."""
     run = scores.run
-    train_keys = scores.keys(train=True)
     test_windows = run.aggregates.loc[~run.is_train]
     points = points_of(run.data, test_windows,
-                       pd.DataFrame({"score": scores.test}, index=test_windows.index),
-                       run.config)
+                       pd.DataFrame({"multiple": over_key_medians(scores).test},
+                                    index=test_windows.index), run.config)
     table = pd.DataFrame(index=[f"{m} x median" for m in MULTIPLES], columns=list(run.labels),
                          dtype=float)
     ceilings = []
     for key, labels in run.labels.items():
-        median = np.median(scores.train[train_keys == key])
-        score = np.nan_to_num(points[key]["score"].to_numpy())
+        multiple_of_median = np.nan_to_num(points[key]["multiple"].to_numpy())
         for multiple, name in zip(MULTIPLES, table.index):
-            table.at[name, key] = precision_recall_f1(score > multiple * median, labels)["f1"]
-        ceilings.append(best_f1_threshold(score, labels)[1])
+            table.at[name, key] = precision_recall_f1(multiple_of_median > multiple,
+                                                      labels)["f1"]
+        ceilings.append(best_f1_threshold(multiple_of_median, labels)[1])
     return table, ceilings
 
 
@@ -105,7 +104,7 @@ def per_key_smoothed(scores: Scores, smooth: Callable[[pd.Series], pd.Series]) -
 
 
 def over_key_medians(scores: Scores) -> Scores:
-    """Each window's score over its key's median training score (to combine two scores)."""
+    """Each window's score over its key's median training score: a multiple of the median."""
     train_keys, test_keys = scores.keys(train=True), scores.keys(train=False)
     train, test = scores.train.copy(), scores.test.copy()
     for key in np.unique(train_keys):
@@ -146,12 +145,10 @@ class Variants:
         return Scores(self.run, error.train + inside.train, error.test + inside.test)
 
     def metric_soft_cap(self) -> Scores:
-        scorer, detector = self.detector.pooled_scorer_, self.detector
-        to_metric = np.array([[feature_metric == metric for metric in detector.metrics]
-                              for feature_metric in detector.feature_metrics], dtype=float)
+        detector = self.detector
 
         def score(Z):
-            per_metric = scorer.feature_contributions(Z) @ to_metric
+            per_metric = detector.per_metric(detector.pooled_scorer_.feature_contributions(Z))
             return (METRIC_SOFT_CAP * np.log1p(per_metric / METRIC_SOFT_CAP)).sum(axis=1)
         return self._of(score)
 
