@@ -1,0 +1,80 @@
+"""The study scripts (scripts/*_study.py), run as the README says on real SMD data: each
+measures its variants against the configured detector, so its row for the configured detector
+must give the figures `streamad evaluate` gives."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = ("machine-2-7", "machine-3-3")  # the labeled_folder fixture's keys, in order
+
+
+@pytest.fixture
+def evaluated(labeled_folder, tmp_path):
+    """evaluate's point F1 of the configured detector, per key, on labeled_folder."""
+    from streamad.cli import main
+    output = tmp_path / "evaluation"
+    assert main(["evaluate", "--data-dir", str(labeled_folder), "--output", str(output),
+                 "--no-plots", "--no-progress", "--no-baselines"]) == 0
+    per_key = json.loads((output / "evaluation.json").read_text())["rows"][0]["per_key"]
+    return {key: per_key[key]["f1"] for key in KEYS}
+
+
+def run_study(name, labeled_folder, tmp_path, *arguments):
+    """The report's table rows (cells split), after running the study as the README does."""
+    output = tmp_path / f"{name}.md"
+    completed = subprocess.run(
+        [sys.executable, f"scripts/{name}.py", "--data-dir", str(labeled_folder),
+         "--output", str(output), *arguments],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    rows = [line.strip("|").split(" | ") for line in output.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("|---")]
+    return {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows}
+
+
+def mean_of(f1_by_key):
+    return f"{sum(f1_by_key.values()) / len(f1_by_key):.3f}"
+
+
+def test_alternatives_study_starts_from_the_configured_detector(labeled_folder, tmp_path,
+                                                                 evaluated):
+    rows = run_study("alternatives_study", labeled_folder, tmp_path)
+    assert rows["none (the configured detector)"][0] == mean_of(evaluated)
+    changes = [name for name, cells in rows.items() if len(cells) == 7
+               and not name.startswith("**") and name != "change"]
+    assert len(changes) == 17  # the configured detector and sixteen changes
+    for name in changes:
+        f1, held_out, ceiling = (float(rows[name][i]) for i in (0, 4, 5))
+        assert 0.0 <= f1 <= 1.0 and 0.0 <= held_out <= 1.0, name
+        # the label-tuned ceiling is the best of all thresholds, the multiples among them
+        assert float(rows[name][2]) <= ceiling + 1e-3, name
+    stream_rules = [name for name, cells in rows.items() if len(cells) == 5
+                    and name != "threshold rule"]
+    assert len(stream_rules) == 4
+    for name in stream_rules:
+        assert 0.0 <= float(rows[name][1]) <= 1.0, name
+
+
+@pytest.mark.parametrize("study, configured_row", [
+    ("context_study", "none (as configured) (191 features)"),
+    ("drift_study", "none (as configured)"),
+])
+def test_context_and_drift_studies_start_from_the_configured_detector(
+        study, configured_row, labeled_folder, tmp_path, evaluated):
+    rows = run_study(study, labeled_folder, tmp_path)
+    cells = rows[configured_row]
+    assert cells[0] == mean_of(evaluated)
+    assert cells[-len(KEYS):] == [f"{evaluated[key]:.2f}" for key in KEYS]
+
+
+def test_scale_study_row_for_the_configured_scale_is_evaluates(labeled_folder, tmp_path,
+                                                                evaluated):
+    rows = run_study("scale_study", labeled_folder, tmp_path)
+    cells = rows["tail, q = 0.999"]
+    assert cells[0] == mean_of(evaluated)
+    assert cells[1:1 + len(KEYS)] == [f"{evaluated[key]:.2f}" for key in KEYS]
