@@ -39,6 +39,26 @@ LEVEL_NAMES = {"quantile": "target_alert_rate", "pot": "pot_risk",
                "median_multiple": "median_multiple"}
 
 
+def check_threshold_level(method: str, level: float) -> None:
+    """Raise ValueError unless `level` is a valid level of threshold `method`.
+
+    >>> check_threshold_level("median_multiple", 0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: median_multiple must be above 1 (a threshold above the typical training score), got 0.5.
+    """
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"unknown threshold method {method!r}; known: "
+                         f"{', '.join(THRESHOLD_METHODS)}.")
+    if method == "median_multiple":
+        if not level > 1:
+            raise ValueError(f"median_multiple must be above 1 (a threshold above the "
+                             f"typical training score), got {level:g}.")
+    elif not 0 < level < 1:
+        raise ValueError(f"{LEVEL_NAMES[method]} must be between 0 and 1 (a probability), "
+                         f"got {level:g}.")
+
+
 def _finite(scores) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     scores = scores[np.isfinite(scores)]
@@ -128,20 +148,14 @@ class TailCalibrator:
         >>> calibrator.threshold("median_multiple", median_multiple=3)
         1498.5
         """
+        level = {"quantile": target_alert_rate, "pot": pot_risk,
+                 "median_multiple": median_multiple}.get(method)
+        check_threshold_level(method, level)
         if method == "quantile":
-            if not 0 < target_alert_rate < 1:
-                raise ValueError(f"target_alert_rate must be between 0 and 1, got "
-                                 f"{target_alert_rate}.")
-            return float(np.interp(1.0 - target_alert_rate, self.levels_, self.quantiles_))
+            return float(np.interp(1.0 - level, self.levels_, self.quantiles_))
         if method == "pot":
-            return self._tail_score(pot_risk)
-        if method == "median_multiple":
-            if not median_multiple > 1:
-                raise ValueError(f"median_multiple must be above 1 (a threshold above the "
-                                 f"typical training score), got {median_multiple}.")
-            return median_multiple * self.median_
-        raise ValueError(f"unknown threshold method {method!r}; known: "
-                         f"{', '.join(THRESHOLD_METHODS)}.")
+            return self._tail_score(level)
+        return level * self.median_
 
     @property
     def median_(self) -> float:
@@ -172,9 +186,7 @@ class ThresholdRule:
     level: float
 
     def __post_init__(self):
-        if self.method not in THRESHOLD_METHODS:
-            raise ValueError(f"unknown threshold method {self.method!r}; known: "
-                             f"{', '.join(THRESHOLD_METHODS)}.")
+        check_threshold_level(self.method, self.level)
 
     @property
     def level_name(self) -> str:

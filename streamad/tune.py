@@ -63,18 +63,19 @@ def candidates_of(kinds: Sequence[str], caps: Sequence[float], rates: Sequence[f
                   pot_risks: Sequence[float], multiples: Sequence[float],
                   configured: Candidate) -> list[Candidate]:
     """The grid, with the configured settings first so that ties keep them."""
-    for name, values in (("target alert rates", rates), ("POT risks", pot_risks)):
-        wrong = [v for v in values if not 0 < v < 1]
-        if wrong:
-            raise EvaluationError(f"{name} must lie between 0 and 1, got {wrong}.")
-    if any(multiple <= 1 for multiple in multiples):
-        raise EvaluationError(f"median multiples must be above 1, got {list(multiples)}.")
     if any(cap <= 0 for cap in caps):
         raise EvaluationError(f"caps are in standard deviations and must be positive, got "
                               f"{list(caps)}.")
-    rules = ([ThresholdRule("quantile", float(rate)) for rate in rates]
-             + [ThresholdRule("pot", float(risk)) for risk in pot_risks]
-             + [ThresholdRule("median_multiple", float(m)) for m in multiples])
+    rules = []
+    for method, option, levels in (("quantile", "--rates", rates),
+                                   ("pot", "--pot-risks", pot_risks),
+                                   ("median_multiple", "--multiples", multiples)):
+        for level in levels:
+            try:
+                rules.append(ThresholdRule(method, float(level)))
+            except ValueError as error:
+                raise EvaluationError(f"{option} {','.join(f'{v:g}' for v in levels)}: "
+                                      f"{error}") from None
     grid = [Candidate(kind, float(cap), rule) for kind in kinds for cap in caps
             for rule in rules if threshold_fits_scorer(rule, kind)]
     return [configured] + [c for c in grid if c != configured]

@@ -31,7 +31,10 @@ def test_leave_one_key_out_says_what_it_needs():
 def test_tune_says_what_is_wrong(labeled_folder, tmp_path, capsys):
     from streamad.cli import main
     assert main(["tune", "--data-dir", str(labeled_folder), "--rates", "1.5"]) == 1
-    assert "between 0 and 1, got [1.5]" in capsys.readouterr().err
+    assert "--rates 1.5: target_alert_rate must be between 0 and 1 (a probability), got 1.5." in (
+        capsys.readouterr().err)
+    assert main(["tune", "--data-dir", str(labeled_folder), "--multiples", "20,0.5"]) == 1
+    assert "--multiples 20,0.5: median_multiple must be above 1" in capsys.readouterr().err
     (labeled_folder / "machine-3-3_train.csv").unlink()
     assert main(["tune", "--data-dir", str(labeled_folder), "--output", str(tmp_path / "o"),
                  "--no-progress"]) == 1
