@@ -213,7 +213,6 @@ def stream_threshold_tables(scores: Scores) -> dict[str, pd.DataFrame]:
     the key's test quantile), and the log score's z against the key's trailing days (its
     last training windows before the first test window), flagged above a z."""
     run = scores.run
-    key_field = run.config.schema.key_field
     windows_a_day = 86400 // run.config.window.effective_slide_s
     test_windows = run.aggregates.loc[~run.is_train]
     train_keys, test_keys = scores.keys(train=True), scores.keys(train=False)
