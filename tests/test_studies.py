@@ -24,12 +24,12 @@ def evaluated(labeled_folder, tmp_path):
     return {key: per_key[key]["f1"] for key in KEYS}
 
 
-def run_study(name, labeled_folder, tmp_path, *arguments):
+def run_study(name, labeled_folder, tmp_path):
     """The report's table rows (cells split), after running the study as the README does."""
     output = tmp_path / f"{name}.md"
     completed = subprocess.run(
         [sys.executable, f"scripts/{name}.py", "--data-dir", str(labeled_folder),
-         "--output", str(output), *arguments],
+         "--output", str(output)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
     rows = [line.strip("|").split(" | ") for line in output.read_text().splitlines()
