@@ -236,8 +236,10 @@ class Detector:
         each row summing to 1 (0 where all contributions are 0); None without."""
         keys = np.asarray(keys).astype(str)
         X = self._matrix(features)
-        Z = self.scaler_.transform(X, keys)
-        deviations = self.scaler_.standardize(X, keys) if explain else None
+        if explain:
+            Z, deviations = self.scaler_.transform_and_standardize(X, keys)
+        else:
+            Z, deviations = self.scaler_.transform(X, keys), None
         scores = np.empty(len(Z))
         grades = np.empty(len(Z))
         thresholds = np.empty(len(Z))

@@ -58,6 +58,8 @@ class KeyedScaler:
     >>> spike = np.array([[10.0]])
     >>> scaler.standardize(spike, ["a"]).round(1).item(), scaler.transform(spike, ["a"]).round(1).item()
     (22.3, 3.3)
+    >>> [values.round(1).item() for values in scaler.transform_and_standardize(spike, ["a"])]
+    [3.3, 22.3]
 
     A window's minimum that was 0 in all training, and its mean (same metric, ``groups``),
     which moved: the minimum's floor is 1% of the mean's range, 0.01.
@@ -116,27 +118,38 @@ class KeyedScaler:
     def known(self, key: str) -> bool:
         return str(key) in self.per_key_
 
-    def _divided(self, X: np.ndarray, keys: Sequence, unit: str) -> np.ndarray:
-        """Each value's distance from its key's mean, in the key's `unit` (a KeyStats field)."""
+    def _divided(self, X: np.ndarray, keys: Sequence, *units: str) -> list[np.ndarray]:
+        """Each value's distance from its key's mean in each of the key's `units` (KeyStats
+        fields), one array per unit, from one pass over the keys."""
         X = np.asarray(X, dtype=np.float64)
         keys = np.asarray(keys).astype(str)
         center = np.empty_like(X)
-        divisor = np.empty_like(X)
+        divisors = [np.empty_like(X) for _ in units]
         for key in np.unique(keys):
             rows = keys == key
             stats = self.per_key_.get(key, self.pooled_)
-            center[rows], divisor[rows] = stats.center, getattr(stats, unit)
-        return (X - center) / divisor
+            center[rows] = stats.center
+            for divisor, unit in zip(divisors, units):
+                divisor[rows] = getattr(stats, unit)
+        distance = X - center
+        return [distance / divisor for divisor in divisors]
 
     def standardize(self, X: np.ndarray, keys: Sequence) -> np.ndarray:
         """Each value in standard deviations of its key's normal, not capped: how far out a
         metric is, which the explanations rank by and the alerts report."""
-        return self._divided(X, keys, "sd")
+        return self._divided(X, keys, "sd")[0]
 
     def transform(self, X: np.ndarray, keys: Sequence) -> np.ndarray:
         """Each value in its key's spread (tail-aware), clipped to the cap: what the scorers
         see."""
-        return np.clip(self._divided(X, keys, "scale"), -self.cap, self.cap)
+        return np.clip(self._divided(X, keys, "scale")[0], -self.cap, self.cap)
+
+    def transform_and_standardize(self, X: np.ndarray, keys: Sequence
+                                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(`transform`, `standardize`) of the same values, reading each key's statistics
+        once: a window explained needs both."""
+        scaled, deviations = self._divided(X, keys, "scale", "sd")
+        return np.clip(scaled, -self.cap, self.cap), deviations
 
     def at_cap(self, Z: np.ndarray) -> np.ndarray:
         """Which of `transform`'s values sit at the cap: out of the key's training range."""
