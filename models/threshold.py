@@ -138,18 +138,16 @@ class TailCalibrator:
         """Anomaly grade in [0, 1]: -log10(tail probability) / 6."""
         return np.clip(-np.log10(self.tail_probability(scores)) / GRADE_DECADES, 0.0, 1.0)
 
-    def threshold(self, method: str, target_alert_rate: float = 0.01,
-                  pot_risk: float = 1e-3, median_multiple: float = 40.0) -> float:
-        """The key's alert threshold by `method` (see the module docstring).
+    def threshold(self, method: str, level: float) -> float:
+        """The key's alert threshold by `method` (see the module docstring) at `level`: the
+        target alert rate, the tail risk or the multiple of the median (``LEVEL_NAMES``).
 
         >>> calibrator = TailCalibrator().fit(np.arange(1000.0))
-        >>> calibrator.threshold("quantile", target_alert_rate=0.01)
+        >>> calibrator.threshold("quantile", 0.01)
         989.01
-        >>> calibrator.threshold("median_multiple", median_multiple=3)
+        >>> calibrator.threshold("median_multiple", 3)
         1498.5
         """
-        level = {"quantile": target_alert_rate, "pot": pot_risk,
-                 "median_multiple": median_multiple}.get(method)
         check_threshold_level(method, level)
         if method == "quantile":
             return float(np.interp(1.0 - level, self.levels_, self.quantiles_))
@@ -213,4 +211,4 @@ class ThresholdRule:
         return f"{self.level:g} times the median of each key's training scores"
 
     def threshold(self, calibrator: TailCalibrator) -> float:
-        return calibrator.threshold(self.method, **{self.level_name: self.level})
+        return calibrator.threshold(self.method, self.level)

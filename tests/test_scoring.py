@@ -117,7 +117,7 @@ def test_knn_score_is_a_squared_distance_like_the_other_natural_zero_scores():
 def test_threshold_gives_the_target_alert_rate(normal_data):
     scores = IsolationForestScorer(n_estimators=50, random_state=0).fit(
         normal_data).score_samples(normal_data)
-    threshold = TailCalibrator().fit(scores).threshold("quantile", target_alert_rate=0.05)
+    threshold = TailCalibrator().fit(scores).threshold("quantile", 0.05)
     assert (scores > threshold).mean() == pytest.approx(0.05, abs=0.005)
 
 
@@ -127,14 +127,14 @@ def test_median_multiple_threshold_ignores_incidents_in_the_training_data():
     incidents = rng.uniform(200, 400, size=300)  # 3% of training windows, unlabeled
     clean, dirty = TailCalibrator().fit(normal), TailCalibrator().fit(np.r_[normal, incidents])
     # The tail rules land among the incidents the training data happened to hold...
-    assert dirty.threshold("quantile", target_alert_rate=0.01) > 150
+    assert dirty.threshold("quantile", 0.01) > 150
     # ...the median multiple barely moves, and is a multiple of the typical score.
-    threshold = dirty.threshold("median_multiple", median_multiple=5)
+    threshold = dirty.threshold("median_multiple", 5)
     assert threshold == pytest.approx(5 * np.median(np.r_[normal, incidents]), rel=1e-3)
-    assert threshold == pytest.approx(clean.threshold("median_multiple", median_multiple=5),
+    assert threshold == pytest.approx(clean.threshold("median_multiple", 5),
                                       rel=0.05)
     with pytest.raises(ValueError, match=r"median_multiple must be above 1 .*got 0.5"):
-        dirty.threshold("median_multiple", median_multiple=0.5)
+        dirty.threshold("median_multiple", 0.5)
 
 
 def test_detector_refuses_median_multiple_on_a_score_without_a_natural_zero(normal_data):
@@ -404,8 +404,8 @@ def test_grade_is_the_tail_probability_on_a_log_scale():
         expected = min(score / np.log(10) / 6, 1.0)
         assert calibrator.grade(np.array([score]))[0] == pytest.approx(expected, abs=0.02)
     # POT extrapolates beyond the training maximum.
-    threshold = calibrator.threshold("pot", pot_risk=1e-7)
+    threshold = calibrator.threshold("pot", 1e-7)
     assert threshold == pytest.approx(np.log(1e7), rel=0.05)
     assert threshold > calibrator.max_train_score_
-    assert calibrator.threshold("quantile", target_alert_rate=0.01) == pytest.approx(
+    assert calibrator.threshold("quantile", 0.01) == pytest.approx(
         np.log(100), rel=0.02)
