@@ -79,16 +79,32 @@ def multiple_table(scores: Scores) -> tuple[pd.DataFrame, list[float]]:
     points = points_of(run.data, test_windows,
                        pd.DataFrame({"multiple": over_key_medians(scores).test},
                                     index=test_windows.index), run.config)
-    table = pd.DataFrame(index=[f"{m} x median" for m in MULTIPLES], columns=list(run.labels),
-                         dtype=float)
-    ceilings = []
-    for key, labels in run.labels.items():
-        multiple_of_median = np.nan_to_num(points[key]["multiple"].to_numpy())
-        for multiple, name in zip(MULTIPLES, table.index):
-            table.at[name, key] = precision_recall_f1(multiple_of_median > multiple,
-                                                      labels)["f1"]
-        ceilings.append(best_f1_threshold(multiple_of_median, labels)[1])
+    table = flagged_f1(run, points, "multiple", MULTIPLES, [f"{m} x median" for m in MULTIPLES],
+                       lambda multiple_of_median, multiple: multiple_of_median > multiple)
+    ceilings = [best_f1_threshold(np.nan_to_num(points[key]["multiple"].to_numpy()), labels)[1]
+                for key, labels in run.labels.items()]
     return table, ceilings
+
+
+def flagged_f1(run: WindowedRun, points: dict, column: str, levels, names: list[str],
+               flagged: Callable[[np.ndarray, float], np.ndarray]) -> pd.DataFrame:
+    """Point F1 (levels, under `names`, x keys) of flagging each key's minutes where
+    `flagged(values, level)` holds, `values` being the minutes' `column` in `points` (-inf
+    for a minute no window holds)."""
+    table = pd.DataFrame(index=names, columns=list(run.labels), dtype=float)
+    for key, labels in run.labels.items():
+        values = np.nan_to_num(points[key][column].to_numpy(), nan=-np.inf)
+        for level, name in zip(levels, names):
+            table.at[name, key] = precision_recall_f1(flagged(values, level), labels)["f1"]
+    return table
+
+
+def chosen_in_sample_and_held_out(table: pd.DataFrame) -> tuple[str, float, float, str]:
+    """The best row of an F1 table (levels x keys) in sample, its mean F1, the mean held-out
+    F1 when leaving one key out chooses, and the best row's F1 per key as text."""
+    best, best_f1 = best_candidate(table)
+    held_out = float(np.mean([r.held_out_f1 for r in leave_one_key_out(table)]))
+    return best, best_f1, held_out, " ".join(f"{f1:.2f}" for f1 in table.loc[best])
 
 
 def fitted(run: WindowedRun, settings: DetectorSettings, **features) -> Scores:
@@ -249,14 +265,8 @@ def stream_threshold_tables(scores: Scores) -> dict[str, pd.DataFrame]:
             *((f"z of the log score against the key's last {days} "
                f"day{'s' if days > 1 else ''}, causal",
                f"z{days}", TRAILING_Z, lambda values, z: values > z) for days in TRAILING_DAYS)):
-        table = pd.DataFrame(index=[f"{p:g}" for p in parameters], columns=list(run.labels),
-                             dtype=float)
-        for key, labels in run.labels.items():
-            values = np.nan_to_num(points[key][column].to_numpy(), nan=-np.inf)
-            for parameter, index in zip(parameters, table.index):
-                table.at[index, key] = precision_recall_f1(flagged(values, parameter),
-                                                           labels)["f1"]
-        tables[name] = table
+        tables[name] = flagged_f1(run, points, column, parameters,
+                                  [f"{p:g}" for p in parameters], flagged)
     return tables
 
 
@@ -297,9 +307,7 @@ def main() -> None:
 
     def row(name: str, scores: Scores) -> None:
         table, ceilings = multiple_table(scores)
-        best, best_f1 = best_candidate(table)
-        held_out = np.mean([r.held_out_f1 for r in leave_one_key_out(table)])
-        per_key = " ".join(f"{table.at[best, key]:.2f}" for key in keys)
+        best, best_f1, held_out, per_key = chosen_in_sample_and_held_out(table)
         say(f"| {name} | {table.loc[configured].mean():.3f} | {best.split(' ')[0]} x | "
             f"{best_f1:.3f} | {per_key} | {held_out:.3f} | {np.mean(ceilings):.3f} | "
             + " ".join(f"{c:.2f}" for c in ceilings) + " |")
@@ -345,9 +353,7 @@ def main() -> None:
         "(leave one key out) | parameters tried |")
     say("|---|---|---|---|---|---|")
     for name, table in stream_threshold_tables(variants.configured).items():
-        best, best_f1 = best_candidate(table)
-        held_out = np.mean([r.held_out_f1 for r in leave_one_key_out(table)])
-        per_key = " ".join(f"{table.at[best, key]:.2f}" for key in keys)
+        best, best_f1, held_out, per_key = chosen_in_sample_and_held_out(table)
         say(f"| {name} | {best} | {best_f1:.3f} | {per_key} | {held_out:.3f} | "
             f"{', '.join(table.index)} |")
     report.write()
