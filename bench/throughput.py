@@ -14,18 +14,21 @@ import json
 import platform
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.artifact import load_artifact  # noqa: E402
-from models.data import load_events_csv  # noqa: E402
+from models.data import TIME_MS_COLUMN, load_events_csv  # noqa: E402
 from models.features import aggregate_columns, feature_names  # noqa: E402
-from models.train import train, windows_for  # noqa: E402
+from models.train import train, train_on_events, windows_for  # noqa: E402
 from streamad.cli import DEFAULT_DATA_DIR  # noqa: E402
 from streamad.config import load_config  # noqa: E402
 from streamad.events import validate_events  # noqa: E402
@@ -34,6 +37,9 @@ from udfs.influx_sink import SCORE_FIELDS, to_line_protocol  # noqa: E402
 from udfs.scoring import ScoreWindows  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "throughput.json"
+# Stretches each SMD machine is cut into for the many-keys measurement: 20 keeps every
+# stretch above the 200 training windows a key needs for a baseline of its own.
+STRETCHES_PER_MACHINE = 20
 
 
 def timed(function, repeat: int = 3) -> float:
@@ -77,7 +83,52 @@ def bench_core(config, data_dir: Path, artifact_dir: Path) -> dict:
     results["line_protocol_windows_per_s"] = 1000 / seconds
     results["events"] = len(events)
     results["windows"] = len(aggregates)
+    results.update(bench_many_keys(config, data_dir))
     return results
+
+
+def as_many_devices(events: pd.DataFrame, key_field: str, stretches: int) -> pd.DataFrame:
+    """Each machine's events cut into `stretches` consecutive stretches, each a key of its own,
+    all moved to start at the same time: machines x stretches keys reporting side by side, as
+    data keyed by device or card does.
+
+    >>> events = pd.DataFrame({"host": ["a"] * 4 + ["b"] * 2,
+    ...                        TIME_MS_COLUMN: [10, 20, 30, 40, 15, 25]})
+    >>> as_many_devices(events, "host", 2).values.tolist()
+    [['a/0', 10], ['a/0', 20], ['a/1', 10], ['a/1', 20], ['b/0', 10], ['b/1', 10]]
+    """
+    events = events.sort_values([key_field, TIME_MS_COLUMN], kind="stable")
+    by_machine = events.groupby(key_field, sort=False)
+    stretch = by_machine.cumcount() * stretches // by_machine[key_field].transform("size")
+    keys = events[key_field] + "/" + stretch.astype(str)
+    start = events.groupby(keys)[TIME_MS_COLUMN].transform("min")
+    return events.assign(**{key_field: keys, TIME_MS_COLUMN: events[TIME_MS_COLUMN] - start
+                            + events[TIME_MS_COLUMN].min()})
+
+
+def bench_many_keys(config, data_dir: Path) -> dict:
+    """Scoring a batch of 1,000 windows from 120 keys, each with its own baseline: each SMD
+    machine's train and test halves cut into stretches that play distinct devices."""
+    key = config.schema.key_field
+
+    def devices(pattern: str) -> pd.DataFrame:
+        events = load_events_csv(sorted(data_dir.glob(pattern)), config.schema)
+        return as_many_devices(events, key, STRETCHES_PER_MACHINE)
+
+    with tempfile.TemporaryDirectory() as model_dir:
+        detector = train_on_events(config, devices("*_train.csv.gz"), {"bench": "many keys"},
+                                   Path(model_dir)).scorer
+        udf = ScoreWindows(model_dir, config.schema.metric_fields, config.features.statistics,
+                           config.features.include_count, config.model.explain_top)
+        udf.open(None)
+        aggregates = windows_for(devices("*_test.csv.gz"), config)
+        # A batch as the job meets it: every key's windows of the same few window ends.
+        batch = aggregates.sort_values(["window_end_ms", key], kind="stable").iloc[:1000]
+        columns = aggregate_columns(config.schema.metric_fields)
+        seconds = timed(lambda: udf.eval(batch[key], *[batch[c] for c in columns]))
+        own_baseline = sum(detector.scaler_.known(k) for k in batch[key].unique())
+    return {"score_windows_per_s_batch_1000_many_keys": 1000 / seconds,
+            "many_keys_in_batch": int(batch[key].nunique()), "many_keys_with_own_baseline": int(own_baseline)}
 
 
 def bench_job(config_path: Path, config, data_dir: Path, statistics: list[str] | None = None

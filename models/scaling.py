@@ -34,6 +34,21 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 
+def rows_of_each_key(keys: Sequence) -> list[tuple[str, np.ndarray]]:
+    """Each distinct key, sorted, with the positions of its rows in `keys`.
+
+    One sort of the keys, where comparing every row with each key in turn would cost rows x
+    keys: a batch keyed by card or device holds hundreds of keys.
+
+    >>> [(key, rows.tolist()) for key, rows in rows_of_each_key(["b", "a", "b", "c"])]
+    [('a', [1]), ('b', [0, 2]), ('c', [3])]
+    """
+    unique, inverse = np.unique(np.asarray(keys).astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    ends = np.cumsum(np.bincount(inverse, minlength=len(unique)))[:-1]
+    return list(zip(unique.tolist(), np.split(order, ends)))
+
+
 class KeyStats(NamedTuple):
     """One key's normal, per feature."""
     center: np.ndarray  # the training mean
@@ -84,14 +99,10 @@ class KeyedScaler:
         """`groups` names each column's group of columns in the same units (its metric);
         without it, every column is a group of its own."""
         X = np.asarray(X, dtype=np.float64)
-        keys = np.asarray(keys).astype(str)
         self.floor_ = np.maximum(self.min_scale_share * self._spread(X, groups), 1e-9)
         self.pooled_ = self._stats(X)
-        self.per_key_ = {}
-        for key in np.unique(keys):
-            rows = X[keys == key]
-            if len(rows) >= self.min_key_rows:
-                self.per_key_[key] = self._stats(rows)
+        self.per_key_ = {key: self._stats(X[rows]) for key, rows in rows_of_each_key(keys)
+                         if len(rows) >= self.min_key_rows}
         return self
 
     @staticmethod
@@ -122,17 +133,12 @@ class KeyedScaler:
         """Each value's distance from its key's mean in each of the key's `units` (KeyStats
         fields), one array per unit, from one pass over the keys."""
         X = np.asarray(X, dtype=np.float64)
-        keys = np.asarray(keys).astype(str)
-        center = np.empty_like(X)
-        divisors = [np.empty_like(X) for _ in units]
-        for key in np.unique(keys):
-            rows = keys == key
-            stats = self.per_key_.get(key, self.pooled_)
-            center[rows] = stats.center
-            for divisor, unit in zip(divisors, units):
-                divisor[rows] = getattr(stats, unit)
-        distance = X - center
-        return [distance / divisor for divisor in divisors]
+        unique, key_of_row = np.unique(np.asarray(keys).astype(str), return_inverse=True)
+        stats = [self.per_key_.get(key, self.pooled_) for key in unique]
+        # Each distinct key's statistics once, then spread to its rows by one index.
+        distance = X - np.stack([s.center for s in stats])[key_of_row]
+        return [distance / np.stack([getattr(s, unit) for s in stats])[key_of_row]
+                for unit in units]
 
     def standardize(self, X: np.ndarray, keys: Sequence) -> np.ndarray:
         """Each value in standard deviations of its key's normal, not capped: how far out a

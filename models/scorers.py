@@ -12,6 +12,10 @@ Every scorer has ``fit(X)``, ``score_samples(X)`` and ``feature_contributions(X)
   what the thresholds are calibrated on: a scorer that keeps training rows (kNN) must not
   find a row's own copy among its neighbours.
 
+A row's score and contributions depend on that row alone, never on the other rows scored
+with it: `models.detector.Detector` relies on it to score all keys that share a scorer in one
+call.
+
 The scores whose zero means "exactly normal" are all squared deviations (a squared
 reconstruction error, squared z-scores, squared distances), so that a multiple of the typical
 score means the same for each of them (the ``median_multiple`` threshold).

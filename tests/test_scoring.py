@@ -32,6 +32,11 @@ def normal_data():
     return np.random.default_rng(1).normal(size=(400, 4))
 
 
+def _one_factor_data(rng) -> np.ndarray:
+    """One hidden factor behind four features: structure a PCA can find."""
+    return rng.normal(size=(400, 1)) @ np.ones((1, 4)) + rng.normal(scale=0.1, size=(400, 4))
+
+
 @pytest.mark.parametrize("scorer", SCORERS, ids=lambda s: type(s).__name__)
 class TestScorerContract:
     def test_fit_returns_self_and_sets_fitted_attributes(self, scorer, normal_data):
@@ -65,10 +70,7 @@ class TestScorerContract:
 
     def test_contributions_are_non_negative_and_point_at_the_odd_feature(self, scorer,
                                                                           normal_data):
-        # One hidden factor behind four features: structure a PCA can find.
-        rng = np.random.default_rng(8)
-        data = rng.normal(size=(400, 1)) @ np.ones((1, 4)) + rng.normal(scale=0.1,
-                                                                       size=(400, 4))
+        data = _one_factor_data(np.random.default_rng(8))
         scorer.fit(data)
         rows = data[:10].copy()
         rows[:, 2] += 12.0 * data[:, 2].std()
@@ -82,6 +84,21 @@ class TestScorerContract:
         scores, contributions = scorer.score_and_contributions(normal_data[:50])
         assert np.array_equal(scores, scorer.score_samples(normal_data[:50]))
         assert np.array_equal(contributions, scorer.feature_contributions(normal_data[:50]))
+
+    def test_a_rows_score_does_not_depend_on_the_rows_scored_with_it(self, scorer):
+        data = _one_factor_data(np.random.default_rng(9))
+        scorer.fit(data)
+        rows = np.vstack([data[:30], data[:5] + [0.0, 0.0, 3.0, 0.0]])
+        one_by_one = [scorer.score_and_contributions(row[None, :]) for row in rows]
+        scores, contributions = scorer.score_and_contributions(rows)
+        close = {"rtol": 1e-9, "atol": 1e-12}
+        np.testing.assert_allclose(scores, [s[0] for s, _ in one_by_one], **close)
+        np.testing.assert_allclose(contributions, np.vstack([c for _, c in one_by_one]),
+                                   **close)
+        np.testing.assert_allclose(scorer.training_scores(rows),
+                                   [scorer.training_scores(row[None, :])[0] for row in rows],
+                                   **close)
+        assert scores[30:].min() > np.median(scores[:30])  # the rows differ, not all ~0
 
     def test_training_scores_never_flatter_the_rows_it_was_fitted_on(self, scorer,
                                                                       normal_data):
@@ -387,6 +404,28 @@ def test_score_explanation_names_a_broken_correlation_that_deviations_miss():
         drivers[method] = [metric for metric, _, _ in scored["drivers"].iloc[0]]
     assert drivers["deviation"][0] == "c"
     assert set(drivers["score"][:2]) == {"a", "b"}
+
+
+@pytest.mark.parametrize("baseline", ["pooled", "per_key"])
+def test_a_batch_of_interleaved_keys_scores_as_each_key_alone(baseline):
+    """Keys sharing a scorer are scored in one call; each row's result must still be its own
+    key's, wherever the row sits in the batch and whatever keys sit beside it."""
+    features, keys, names = _keyed(np.random.default_rng(7))
+    settings = DetectorSettings(kind="pca", baseline=baseline, explain_with="score")
+    detector = Detector(names, settings).fit(features, keys)
+    probe = features.iloc[::25].copy()
+    probe.iloc[::3] *= 1.5  # some rows off normal, so grades and alerts vary
+    probe_keys = np.array(["busy", "idle", "new-key"] * len(probe))[:len(probe)]
+    order = np.random.default_rng(8).permutation(len(probe))
+    probe, probe_keys = probe.iloc[order], probe_keys[order]
+
+    together, shares = detector.score_with_shares(probe, probe_keys)
+    for key in ["busy", "idle", "new-key"]:
+        rows = probe_keys == key
+        alone, alone_shares = detector.score_with_shares(probe[rows], probe_keys[rows])
+        pd.testing.assert_frame_equal(together[rows], alone, rtol=1e-9)
+        np.testing.assert_allclose(shares[rows], alone_shares, rtol=1e-9, atol=1e-12)
+    assert together["is_anomaly"].any() and not together["is_anomaly"].all()
 
 
 def test_unseen_key_is_scored_against_the_pooled_baseline():
