@@ -10,16 +10,21 @@ the offline path (`streamad evaluate`, training) call. It is free of Flink. Per 
 3. the key's `TailCalibrator` turns it into a grade in [0, 1] and holds the key's threshold;
 4. the explanation names the metrics that drove it (``explain_with``):
 
-   - ``deviation`` (the default): each metric's largest distance from the key's normal, in
-     the key's own standard deviations, over the metric's features (not capped);
+   - ``rarity`` (the default): how rare each metric's distance from the key's normal is
+     for the key (`KeyedScaler.rarity`), its rarest level feature (the spread statistics,
+     ``SPREAD_STATISTICS``, left out); within one step of rarity, the metric further out
+     in standard deviations first;
+   - ``deviation``: each metric's largest distance from the key's normal, in the key's own
+     standard deviations, over the metric's features (not capped);
    - ``score``: the scorer's own feature contributions (for PCA the squared residuals),
      summed per metric.
 
-   On SMD's interpretation labels the deviations name the labeled metrics more often
-   (``streamad evaluate`` reports both). A reconstruction error smears one metric's
-   deviation over the metrics it correlates with; the score's own contributions still say
-   what a multivariate scorer reacted to, where a window breaks a correlation without any
-   metric leaving its range.
+   On SMD's interpretation labels rarity names the labeled metrics most often, then the
+   deviations (``streamad evaluate`` reports all three): a metric that spikes now and then
+   is far out in standard deviations at its usual spike, but not rare. A reconstruction
+   error smears one metric's deviation over the metrics it correlates with; the score's own
+   contributions still say what a multivariate scorer reacted to, where a window breaks a
+   correlation without any metric leaving its range.
 """
 
 from __future__ import annotations
@@ -31,13 +36,18 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from models.features import COUNT_COLUMN
-from models.scaling import KeyedScaler, rows_of_each_key
+from models.features import COUNT_COLUMN, SPREAD_STATISTICS
+from models.scaling import RARITY_DECADES, KeyedScaler, rows_of_each_key
 from models.scorers import SCORERS, make_scorer
 from models.threshold import LEVEL_NAMES, TailCalibrator, ThresholdRule
 
 BASELINES = ("pooled", "per_key")
-EXPLANATIONS = ("deviation", "score")
+EXPLANATIONS = ("rarity", "deviation", "score")
+# Within one step of rarity, metrics are ordered by how far out they are in sd: the
+# tie-break adds _TIE_BREAK * sd / (1 + sd), below one step (3/16), so it never reorders two
+# steps.
+_TIE_BREAK = 0.1
+assert _TIE_BREAK < np.diff(RARITY_DECADES).min()
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ class DetectorSettings:
     n_neighbors: int = 5
     random_state: int | None = 0
     explain_top: int = 5
-    explain_with: str = "deviation"
+    explain_with: str = "rarity"
     # A key needs this many training windows for a model and a calibration of its own.
     min_key_windows: int = 200
 
@@ -137,6 +147,13 @@ class Detector:
         self._to_metric = np.zeros((len(self.feature_metrics), len(self.metrics)))
         for i, metric in enumerate(self.feature_metrics):
             self._to_metric[i, self.metrics.index(metric)] = 1.0
+        # Per metric, the features its rarity is read from: its level features, or all of
+        # them where it has nothing but spread statistics.
+        spread = np.array([f.rsplit("__", 1)[-1] in SPREAD_STATISTICS and "__" in f
+                           for f in self.feature_names])
+        self._rarity_features = [np.flatnonzero(own & ~spread) if (own & ~spread).any()
+                                 else np.flatnonzero(own)
+                                 for own in (self._to_metric > 0).T]
 
     def per_metric(self, per_feature: np.ndarray) -> np.ndarray:
         """(windows x features) values summed over each metric's features: (windows x
@@ -230,8 +247,9 @@ class Detector:
         """One row per window: score, grade, threshold, is_anomaly, drivers, out_of_range.
 
         ``drivers`` lists up to ``explain_top`` (metric, share, deviation) triples, largest
-        share first. The share is the metric's part of the window's summed deviations, or of
-        its score's contributions (``explain_with``, see the module docstring); the deviation
+        share first. The share is the metric's part of the window's summed rarities,
+        deviations or score contributions (``explain_with``, see the module docstring); the
+        deviation
         is signed, the metric's furthest feature from the key's normal in the key's training
         standard deviations (+37.2: far above normal). ``out_of_range`` lists the metrics
         with a feature at the scaling cap (far outside the key's training range).
@@ -267,7 +285,12 @@ class Detector:
         if not explain:
             return result, None
         signed = self._largest_deviations(deviations)
-        per_metric = self.per_metric(contributions) if by_score else np.abs(signed)
+        if by_score:
+            per_metric = self.per_metric(contributions)
+        elif self.settings.explain_with == "rarity":
+            per_metric = self._rarest(self.scaler_.rarity(deviations, keys), deviations)
+        else:
+            per_metric = np.abs(signed)
         totals = per_metric.sum(axis=1, keepdims=True)
         shares = np.divide(per_metric, totals, out=np.zeros_like(per_metric), where=totals > 0)
         result["drivers"] = self._drivers(shares, signed)
@@ -283,6 +306,17 @@ class Detector:
         for j in range(len(self.metrics)):
             own = deviations[:, self._to_metric[:, j] > 0]
             per_metric[:, j] = own[rows, np.abs(own).argmax(axis=1)]
+        return per_metric
+
+    def _rarest(self, rarity: np.ndarray, deviations: np.ndarray) -> np.ndarray:
+        """(windows x metrics): per metric, the rarity of its rarest ranked feature, with
+        the tie-break by its largest deviation in sd (see ``_TIE_BREAK``)."""
+        distance = np.abs(np.nan_to_num(deviations, nan=0.0))
+        per_metric = np.empty((len(rarity), len(self.metrics)))
+        for j, features in enumerate(self._rarity_features):
+            furthest = distance[:, features].max(axis=1)
+            per_metric[:, j] = (rarity[:, features].max(axis=1)
+                                + _TIE_BREAK * furthest / (1.0 + furthest))
         return per_metric
 
     def _drivers(self, shares: np.ndarray, deviations: np.ndarray

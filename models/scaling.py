@@ -9,8 +9,10 @@ normal distribution (3.29). A feature that spikes now and then in training (a da
 spike on machine-2-8 in SMD) would otherwise count its usual spike as dozens of standard
 deviations, and every recurrence would alert; on a feature close to normal the two agree.
 An alert still says how far a metric is in plain standard deviations (`standardize`), the
-unit people read, and on SMD's interpretation labels the ranking that names the labeled
-metrics more often. Two guards keep one metric from taking over the score:
+unit people read. How *rare* that distance is for the key (`rarity`) is what explanations
+rank metrics by: a metric whose usual spikes reach 8 standard deviations is less remarkable
+at 8 than a steady one at 5 that never got there in training. Two guards keep one metric
+from taking over the score:
 
 - a scale floor: a feature that never moved in a key's training data (a constant metric)
   gets at least ``min_scale_share`` of how far the feature moves over all keys, so its first
@@ -49,11 +51,21 @@ def rows_of_each_key(keys: Sequence) -> list[tuple[str, np.ndarray]]:
     return list(zip(unique.tolist(), np.split(order, ends)))
 
 
+# Tail probabilities at which each key's distances from its normal are kept, 1 to 1/1000 in
+# 16 equal steps on a log scale: enough to rank metrics by rarity (on SMD, 17 points rank
+# as well as every training window would), small enough for many keys.
+RARITY_TAILS = np.logspace(0.0, -3.0, 17)
+RARITY_DECADES = -np.log10(RARITY_TAILS)
+
+
 class KeyStats(NamedTuple):
     """One key's normal, per feature."""
     center: np.ndarray  # the training mean
     sd: np.ndarray      # the standard deviation, floored
     scale: np.ndarray   # the larger of sd and the spread the tail implies
+    # (len(RARITY_TAILS) x features): the distance from the mean, in sd, that a share
+    # RARITY_TAILS of training windows reach or pass
+    far_quantiles: np.ndarray
 
 
 class KeyedScaler:
@@ -119,12 +131,14 @@ class KeyedScaler:
     def _stats(self, X: np.ndarray) -> KeyStats:
         center = np.nanmean(X, axis=0)
         sd = np.maximum(np.nanstd(X, axis=0), self.floor_)
+        distance = np.abs(X - center)
         scale = sd
         if self.tail_quantile is not None:
             normal_quantile = NormalDist().inv_cdf((1.0 + self.tail_quantile) / 2.0)
-            tail = np.nanquantile(np.abs(X - center), self.tail_quantile, axis=0)
+            tail = np.nanquantile(distance, self.tail_quantile, axis=0)
             scale = np.maximum(sd, tail / normal_quantile)
-        return KeyStats(center, sd, scale)
+        far_quantiles = np.nan_to_num(np.nanquantile(distance / sd, 1.0 - RARITY_TAILS, axis=0))
+        return KeyStats(center, sd, scale, far_quantiles)
 
     def known(self, key: str) -> bool:
         return str(key) in self.per_key_
@@ -156,6 +170,29 @@ class KeyedScaler:
         once: a window explained needs both."""
         scaled, deviations = self._divided(X, keys, "scale", "sd")
         return np.clip(scaled, -self.cap, self.cap), deviations
+
+    def rarity(self, deviations: np.ndarray, keys: Sequence) -> np.ndarray:
+        """How rare each of `standardize`'s deviations is for its key, in decades: -log10 of
+        the share of the key's training windows at least as far from normal, read off
+        RARITY_TAILS (so in steps of 3/16, from 0 to 3: one window in a thousand or rarer).
+        A missing value is not rare.
+
+        A feature that spikes to 10 in 5% of training windows, and one that only ever
+        moved between -1 and 1: the spike is further out in sd, the move to 4 rarer.
+
+        >>> X = np.column_stack([[10.0] * 50 + [0.0] * 950, np.tile([-1.0, 1.0], 500)])
+        >>> scaler = KeyedScaler(min_key_rows=2).fit(X, ["a"] * 1000)
+        >>> deviations = scaler.standardize(np.array([[10.0, 4.0]]), ["a"])
+        >>> deviations.round(2).tolist(), scaler.rarity(deviations, ["a"]).round(2).tolist()
+        ([[4.36, 4.0]], [[1.12, 3.0]])
+        """
+        unique, key_of_row = np.unique(np.asarray(keys).astype(str), return_inverse=True)
+        quantiles = np.stack([self.per_key_.get(key, self.pooled_).far_quantiles
+                              for key in unique])[key_of_row]
+        distance = np.abs(np.nan_to_num(np.asarray(deviations, dtype=np.float64)))
+        # How many of the key's quantiles lie strictly below: the rarest tail passed.
+        passed = (quantiles < distance[:, None, :]).sum(axis=1)
+        return np.where(passed > 0, RARITY_DECADES[np.maximum(passed - 1, 0)], 0.0)
 
     def at_cap(self, Z: np.ndarray) -> np.ndarray:
         """Which of `transform`'s values sit at the cap: out of the key's training range."""

@@ -192,10 +192,11 @@ class ModelConfig:
     random_state: int = 0
     # Metrics named in each alert's explanation.
     explain_top: int = 5
-    # How the explanation ranks metrics: deviation (each metric's largest distance from the
-    # key's normal, in its standard deviations) or score (the scorer's own contributions, for
-    # PCA its squared residuals). See models/detector.py.
-    explain_with: str = "deviation"
+    # How the explanation ranks metrics: rarity (how rare each metric's distance from the
+    # key's normal is for the key), deviation (that distance in the key's standard
+    # deviations) or score (the scorer's own contributions, for PCA its squared residuals).
+    # See models/detector.py.
+    explain_with: str = "rarity"
 
     def _validate(self) -> None:
         from models.detector import BASELINES, EXPLANATIONS

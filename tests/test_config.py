@@ -67,7 +67,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     (minimal(model={"scale_tail_quantile": 99.9}),
      "model.scale_tail_quantile must be a quantile between 0.5 and 1"),
     (minimal(model={"explain_with": "shap"}),
-     "model.explain_with must be one of deviation, score, got 'shap'"),
+     "model.explain_with must be one of rarity, deviation, score, got 'shap'"),
     (minimal(influxdb={"url": "influx:8086"}), "influxdb.url must look like http://host:8086"),
     (minimal(kafka={"transaction_timeout_ms": 20000}, flink={"checkpoint_interval_s": 10}),
      "well above flink.checkpoint_interval_s"),

@@ -83,11 +83,12 @@ def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_fo
         assert 0 < explained["flagged_events"] <= explained["events"]
         assert 0 <= explained["flagged_hit_rate_150"] <= 1
         assert 0 <= explained["segment_hit_rate_150"] <= 1
-    # Both explanation methods are measured on the same detector, the configured one first.
+    # Every explanation method is measured on the same detector, the configured one first.
     methods = report["explanation_methods"]
-    assert list(methods) == ["deviation", "score"]
-    assert methods["deviation"] == report["explanations"]["mean"]
-    assert methods["score"]["hit_rate_150"] != methods["deviation"]["hit_rate_150"]
+    assert list(methods) == ["rarity", "deviation", "score"]
+    assert methods["rarity"] == report["explanations"]["mean"]
+    assert methods["score"]["hit_rate_150"] != methods["rarity"]["hit_rate_150"]
+    assert methods["deviation"]["hit_rate_100"] != methods["rarity"]["hit_rate_100"]
     assert {r["group"] for r in report["rows"]} == {"unsupervised", "label-tuned"}
     markdown = (out / "evaluation.md").read_text()
     assert "| random scores (reference)" in markdown

@@ -332,7 +332,7 @@ def test_a_fitted_detector_explains_the_other_way_as_one_fitted_for_it():
     # The detector it came from still explains by deviation, and the two differ here.
     assert detector.settings.explain_with == "deviation"
     assert detector.score(window, ["busy"])["drivers"].iloc[0] != by_score["drivers"].iloc[0]
-    with pytest.raises(ValueError, match="unknown explanation 'shap'; known: deviation, score"):
+    with pytest.raises(ValueError, match="unknown explanation 'shap'; known: rarity, deviation, score"):
         detector.explained_with("shap")
 
 
@@ -426,6 +426,31 @@ def test_a_batch_of_interleaved_keys_scores_as_each_key_alone(baseline):
         pd.testing.assert_frame_equal(together[rows], alone, rtol=1e-9)
         np.testing.assert_allclose(shares[rows], alone_shares, rtol=1e-9, atol=1e-12)
     assert together["is_anomaly"].any() and not together["is_anomaly"].all()
+
+
+def test_rarity_names_the_metric_whose_move_is_rare_for_the_key_not_its_usual_spike():
+    """In training, "spiky" jumps to 10 in 5% of windows, "steady" only wanders within
+    +-3 and "flappy" has a steady level whose within-window spread varies."""
+    rng = np.random.default_rng(11)
+    n = 2000
+    names = ["spiky__mean", "spiky__std", "steady__mean", "steady__std", "flappy__mean",
+             "flappy__std"]
+    train = pd.DataFrame({"spiky__mean": np.where(np.arange(n) % 20 == 0, 10.0, 0.0),
+                          "spiky__std": rng.uniform(0.5, 1.5, n),
+                          "steady__mean": np.clip(rng.normal(size=n), -3, 3),
+                          "steady__std": rng.uniform(0.5, 1.5, n),
+                          "flappy__mean": rng.normal(size=n),
+                          "flappy__std": rng.uniform(0.5, 1.5, n)})
+    detector = Detector(names, DetectorSettings(kind="robust_z")).fit(train, ["a"] * n)
+    # A usual spike, a first move past the training range, and a burst of within-window
+    # noise far beyond anything seen (its std, a spread statistic), its level normal.
+    window = pd.DataFrame([{"spiky__mean": 10.0, "spiky__std": 1.0, "steady__mean": 4.2,
+                            "steady__std": 1.0, "flappy__mean": 0.0, "flappy__std": 9.0}])
+    order = {method: [m for m, _, _ in detector.explained_with(method).score(
+                 window, ["a"])["drivers"].iloc[0]] for method in ("rarity", "deviation")}
+    assert order["deviation"][:3] == ["flappy", "spiky", "steady"]
+    assert order["rarity"][0] == "steady"
+    assert order["rarity"].index("spiky") < order["rarity"].index("flappy")
 
 
 def test_unseen_key_is_scored_against_the_pooled_baseline():
