@@ -29,7 +29,7 @@ from models.artifact import load_artifact  # noqa: E402
 from models.data import TIME_MS_COLUMN, load_events_csv  # noqa: E402
 from models.features import aggregate_columns, feature_names  # noqa: E402
 from models.train import train, train_on_events, windows_for  # noqa: E402
-from streamad.cli import DEFAULT_DATA_DIR  # noqa: E402
+from streamad.cli import DEFAULT_DATA_DIR, why_train  # noqa: E402
 from streamad.config import load_config  # noqa: E402
 from streamad.events import validate_events  # noqa: E402
 from streamad.replay import encoded, ordered_events  # noqa: E402
@@ -199,7 +199,9 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     config = load_config(config_path)
     artifact_dir = config.artifact_path
-    if not (artifact_dir / "metadata.json").is_file():
+    reason = why_train(config, asked=False)
+    if reason:
+        print(f"training the model first: {reason}")
         train(config, sorted(data_dir.glob("*_train.csv.gz")))
     load_artifact(artifact_dir)
 

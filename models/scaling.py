@@ -188,10 +188,13 @@ class KeyedScaler:
         """
         unique, key_of_row = np.unique(np.asarray(keys).astype(str), return_inverse=True)
         quantiles = np.stack([self.per_key_.get(key, self.pooled_).far_quantiles
-                              for key in unique])[key_of_row]
+                              for key in unique])
         distance = np.abs(np.nan_to_num(np.asarray(deviations, dtype=np.float64)))
-        # How many of the key's quantiles lie strictly below: the rarest tail passed.
-        passed = (quantiles < distance[:, None, :]).sum(axis=1)
+        # How many of the key's quantiles lie strictly below: the rarest tail passed. One
+        # level at a time, where all at once would copy every row's 17 x features quantiles.
+        passed = np.zeros(distance.shape, dtype=np.int64)
+        for level in range(len(RARITY_TAILS)):
+            passed += quantiles[:, level, :][key_of_row] < distance
         return np.where(passed > 0, RARITY_DECADES[np.maximum(passed - 1, 0)], 0.0)
 
     def at_cap(self, Z: np.ndarray) -> np.ndarray:

@@ -185,7 +185,7 @@ def cmd_alerts(args, config: JobConfig) -> int:
     return 0
 
 
-def _why_train(config: JobConfig, asked: bool) -> str | None:
+def why_train(config: JobConfig, asked: bool) -> str | None:
     """Why the demo must train before it runs the job; None when the model is current."""
     from models.artifact import ArtifactError, format_mismatch, read_metadata
     from models.train import settings_changed_since_training
@@ -214,7 +214,7 @@ def cmd_demo(args, config: JobConfig) -> int:
          "InfluxDB on first use) ==")
     stack.up(config, progress=_say)
     data_dir = Path(args.data_dir)
-    reason = _why_train(config, args.retrain)
+    reason = why_train(config, args.retrain)
     if reason:
         from models.train import train
         _say(f"== 2/5 Training the model on the SMD train halves ({reason}) ==")

@@ -51,25 +51,25 @@ def test_demo_retrains_a_model_the_configuration_no_longer_describes(labeled_fol
     import dataclasses
 
     from models.train import train
-    from streamad.cli import _why_train
+    from streamad.cli import why_train
     from streamad.config import load_config
     config = load_config()
     config = dataclasses.replace(config, model=dataclasses.replace(
         config.model, artifact_dir=str(tmp_path / "model")))
-    assert "no model in" in _why_train(config, asked=False)
+    assert "no model in" in why_train(config, asked=False)
     train(config, [labeled_folder / "machine-2-7_train.csv"])
-    assert _why_train(config, asked=False) is None
-    assert _why_train(config, asked=True) == "--retrain"
+    assert why_train(config, asked=False) is None
+    assert why_train(config, asked=True) == "--retrain"
     changed = dataclasses.replace(config, model=dataclasses.replace(
         config.model, threshold_method="quantile", cap=5.0))
-    reason = _why_train(changed, asked=False)
+    reason = why_train(changed, asked=False)
     assert "model.cap: 10.0 -> 5.0" in reason
     assert "model.threshold_method: median_multiple -> quantile" in reason
     wider = dataclasses.replace(config, window=dataclasses.replace(config.window, size_s=1200))
-    assert _why_train(wider, asked=False).endswith("window.size_s: 600 -> 1200")
+    assert why_train(wider, asked=False).endswith("window.size_s: 600 -> 1200")
     # A model written by an older streamad, whose fitted parts this one cannot read.
     metadata_path = tmp_path / "model" / "metadata.json"
     metadata = json.loads(metadata_path.read_text())
     metadata_path.write_text(json.dumps({**metadata, "format_version": 1}))
     assert (f"artifact format 1, and this version of streamad reads format {FORMAT_VERSION}"
-            in _why_train(config, asked=False))
+            in why_train(config, asked=False))
