@@ -12,8 +12,8 @@ the offline path (`streamad evaluate`, training) call. It is free of Flink. Per 
 
    - ``rarity`` (the default): how rare each metric's distance from the key's normal is
      for the key (`KeyedScaler.rarity`), its rarest level feature (the spread statistics,
-     ``SPREAD_STATISTICS``, left out); within one step of rarity, the metric further out
-     in standard deviations first;
+     ``SPREAD_STATISTICS``, left out), weighed by 1 / its share of training windows; within
+     one step of rarity, the metric further out in standard deviations first;
    - ``deviation``: each metric's largest distance from the key's normal, in the key's own
      standard deviations, over the metric's features (not capped);
    - ``score``: the scorer's own feature contributions (for PCA the squared residuals),
@@ -43,11 +43,13 @@ from models.threshold import LEVEL_NAMES, TailCalibrator, ThresholdRule
 
 BASELINES = ("pooled", "per_key")
 EXPLANATIONS = ("rarity", "deviation", "score")
-# Within one step of rarity, metrics are ordered by how far out they are in sd: the
-# tie-break adds _TIE_BREAK * sd / (1 + sd), below one step (3/16), so it never reorders two
-# steps.
+# Explained by rarity, a metric weighs 1 / (the share of training windows as far out): the
+# shares then go to the rarest metrics, as the deviations' shares go to the furthest. Within
+# one step of rarity, the metric further out in sd comes first: its weight is multiplied by
+# up to 1 + _TIE_BREAK (1 + _TIE_BREAK * sd / (1 + sd)), less than the ratio of two steps
+# (10 ** (3/16), 1.54), so the tie-break never reorders two steps.
 _TIE_BREAK = 0.1
-assert _TIE_BREAK < np.diff(RARITY_DECADES).min()
+assert 1.0 + _TIE_BREAK < 10.0 ** np.diff(RARITY_DECADES).min()
 
 
 @dataclass(frozen=True)
@@ -247,9 +249,9 @@ class Detector:
         """One row per window: score, grade, threshold, is_anomaly, drivers, out_of_range.
 
         ``drivers`` lists up to ``explain_top`` (metric, share, deviation) triples, largest
-        share first. The share is the metric's part of the window's summed rarities,
-        deviations or score contributions (``explain_with``, see the module docstring); the
-        deviation
+        share first. The share is the metric's part of the window's summed rarity weights
+        (see ``_TIE_BREAK``), deviations or score contributions (``explain_with``, see the
+        module docstring); the deviation
         is signed, the metric's furthest feature from the key's normal in the key's training
         standard deviations (+37.2: far above normal). ``out_of_range`` lists the metrics
         with a feature at the scaling cap (far outside the key's training range).
@@ -309,14 +311,14 @@ class Detector:
         return per_metric
 
     def _rarest(self, rarity: np.ndarray, deviations: np.ndarray) -> np.ndarray:
-        """(windows x metrics): per metric, the rarity of its rarest ranked feature, with
+        """(windows x metrics): per metric, the weight of its rarest ranked feature, with
         the tie-break by its largest deviation in sd (see ``_TIE_BREAK``)."""
         distance = np.abs(np.nan_to_num(deviations, nan=0.0))
         per_metric = np.empty((len(rarity), len(self.metrics)))
         for j, features in enumerate(self._rarity_features):
             furthest = distance[:, features].max(axis=1)
-            per_metric[:, j] = (rarity[:, features].max(axis=1)
-                                + _TIE_BREAK * furthest / (1.0 + furthest))
+            per_metric[:, j] = (10.0 ** rarity[:, features].max(axis=1)
+                                * (1.0 + _TIE_BREAK * furthest / (1.0 + furthest)))
         return per_metric
 
     def _drivers(self, shares: np.ndarray, deviations: np.ndarray
