@@ -128,7 +128,8 @@ def bench_many_keys(config, data_dir: Path) -> dict:
         seconds = timed(lambda: udf.eval(batch[key], *[batch[c] for c in columns]))
         own_baseline = sum(detector.scaler_.known(k) for k in batch[key].unique())
     return {"score_windows_per_s_batch_1000_many_keys": 1000 / seconds,
-            "many_keys_in_batch": int(batch[key].nunique()), "many_keys_with_own_baseline": int(own_baseline)}
+            "many_keys_in_batch": int(batch[key].nunique()),
+            "many_keys_with_own_baseline": int(own_baseline)}
 
 
 def bench_job(config_path: Path, config, data_dir: Path, statistics: list[str] | None = None

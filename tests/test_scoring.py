@@ -332,7 +332,8 @@ def test_a_fitted_detector_explains_the_other_way_as_one_fitted_for_it():
     # The detector it came from still explains by deviation, and the two differ here.
     assert detector.settings.explain_with == "deviation"
     assert detector.score(window, ["busy"])["drivers"].iloc[0] != by_score["drivers"].iloc[0]
-    with pytest.raises(ValueError, match="unknown explanation 'shap'; known: rarity, deviation, score"):
+    with pytest.raises(ValueError,
+                       match="unknown explanation 'shap'; known: rarity, deviation, score"):
         detector.explained_with("shap")
 
 
@@ -407,11 +408,12 @@ def test_score_explanation_names_a_broken_correlation_that_deviations_miss():
 
 
 @pytest.mark.parametrize("baseline", ["pooled", "per_key"])
-def test_a_batch_of_interleaved_keys_scores_as_each_key_alone(baseline):
+@pytest.mark.parametrize("explain_with", ["rarity", "score"])
+def test_a_batch_of_interleaved_keys_scores_as_each_key_alone(baseline, explain_with):
     """Keys sharing a scorer are scored in one call; each row's result must still be its own
     key's, wherever the row sits in the batch and whatever keys sit beside it."""
     features, keys, names = _keyed(np.random.default_rng(7))
-    settings = DetectorSettings(kind="pca", baseline=baseline, explain_with="score")
+    settings = DetectorSettings(kind="pca", baseline=baseline, explain_with=explain_with)
     detector = Detector(names, settings).fit(features, keys)
     probe = features.iloc[::25].copy()
     probe.iloc[::3] *= 1.5  # some rows off normal, so grades and alerts vary
