@@ -58,6 +58,23 @@ RARITY_TAILS = np.logspace(0.0, -3.0, 17)
 RARITY_DECADES = -np.log10(RARITY_TAILS)
 
 
+def check_tail_quantile(tail_quantile) -> None:
+    """Raise ValueError unless `tail_quantile` is None or a quantile in (0.5, 1).
+
+    >>> check_tail_quantile(99.9)
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a quantile between 0.5 and 1 (0.999 scales a heavy-tailed feature by its 99.9th percentile deviation), or None (null in the configuration) for the standard deviation alone; got 99.9.
+    """
+    if tail_quantile is None:
+        return
+    if isinstance(tail_quantile, bool) or not isinstance(tail_quantile, (int, float)) or not (
+            0.5 < tail_quantile < 1):
+        raise ValueError(f"must be a quantile between 0.5 and 1 (0.999 scales a heavy-tailed "
+                         f"feature by its 99.9th percentile deviation), or None (null in the "
+                         f"configuration) for the standard deviation alone; got {tail_quantile!r}.")
+
+
 class KeyStats(NamedTuple):
     """One key's normal, per feature."""
     center: np.ndarray  # the training mean
@@ -98,9 +115,7 @@ class KeyedScaler:
 
     def __init__(self, cap: float = 10.0, min_scale_share: float = 0.01,
                  min_key_rows: int = 30, tail_quantile: float | None = 0.999):
-        if tail_quantile is not None and not 0.5 < tail_quantile < 1:
-            raise ValueError(f"tail_quantile must be between 0.5 and 1 (or None for the "
-                             f"standard deviation alone), got {tail_quantile}.")
+        check_tail_quantile(tail_quantile)
         self.cap = cap
         self.min_scale_share = min_scale_share
         self.min_key_rows = min_key_rows

@@ -224,27 +224,26 @@ class ModelConfig:
                 f"model.median_multiple must be a number above 1 (40 means a window alerts when "
                 f"it scores 40 times its key's typical training score), got "
                 f"{self.median_multiple!r}.")
-        from models.detector import check_threshold_fits_scorer
-        try:
-            check_threshold_fits_scorer(self.detector_settings().threshold_rule, self.kind)
-        except ValueError as error:
-            raise ConfigError(f"model.threshold_method: {error}") from None
         if not (isinstance(self.cap, (int, float)) and self.cap > 0):
             raise ConfigError(f"model.cap must be a number of standard deviations above 0, "
                               f"got {self.cap!r}.")
-        if self.scale_tail_quantile is not None and not (
-                isinstance(self.scale_tail_quantile, (int, float))
-                and 0.5 < self.scale_tail_quantile < 1):
-            raise ConfigError(
-                f"model.scale_tail_quantile must be a quantile between 0.5 and 1 (0.999 scales "
-                f"a heavy-tailed feature by its 99.9th percentile deviation), or null for the "
-                f"standard deviation alone; got {self.scale_tail_quantile!r}.")
+        from models.scaling import check_tail_quantile
+        try:
+            check_tail_quantile(self.scale_tail_quantile)
+        except ValueError as error:
+            raise ConfigError(f"model.scale_tail_quantile {error}") from None
         if not (isinstance(self.pca_variance, (int, float)) and 0 < self.pca_variance < 1):
             raise ConfigError(f"model.pca_variance must be a share of variance between 0 and "
                               f"1, got {self.pca_variance!r}.")
         _require_positive_int("model.n_estimators", self.n_estimators)
         _require_positive_int("model.n_neighbors", self.n_neighbors)
         _require_positive_int("model.explain_top", self.explain_top)
+        # Last: building the detector's settings converts the numbers checked above.
+        from models.detector import check_threshold_fits_scorer
+        try:
+            check_threshold_fits_scorer(self.detector_settings().threshold_rule, self.kind)
+        except ValueError as error:
+            raise ConfigError(f"model.threshold_method: {error}") from None
 
     def detector_settings(self):
         from models.detector import DetectorSettings
