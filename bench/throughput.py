@@ -25,7 +25,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.artifact import load_artifact  # noqa: E402
+from models.artifact import MODEL_FILE, load_artifact  # noqa: E402
 from models.data import TIME_MS_COLUMN, load_events_csv  # noqa: E402
 from models.features import aggregate_columns, feature_names  # noqa: E402
 from models.train import train, train_on_events, windows_for  # noqa: E402
@@ -107,8 +107,9 @@ def as_many_devices(events: pd.DataFrame, key_field: str, stretches: int) -> pd.
 
 
 def bench_many_keys(config, data_dir: Path) -> dict:
-    """Scoring a batch of 1,000 windows from 120 keys, each with its own baseline: each SMD
-    machine's train and test halves cut into stretches that play distinct devices."""
+    """Scoring a batch of 1,000 windows from 120 keys, each with its own baseline, and the
+    size of their model: each SMD machine's train and test halves cut into stretches that
+    play distinct devices."""
     key = config.schema.key_field
 
     def devices(pattern: str) -> pd.DataFrame:
@@ -127,9 +128,11 @@ def bench_many_keys(config, data_dir: Path) -> dict:
         columns = aggregate_columns(config.schema.metric_fields)
         seconds = timed(lambda: udf.eval(batch[key], *[batch[c] for c in columns]))
         own_baseline = sum(detector.scaler_.known(k) for k in batch[key].unique())
+        model_mb = (Path(model_dir) / MODEL_FILE).stat().st_size / 1e6
     return {"score_windows_per_s_batch_1000_many_keys": 1000 / seconds,
             "many_keys_in_batch": int(batch[key].nunique()),
-            "many_keys_with_own_baseline": int(own_baseline)}
+            "many_keys_with_own_baseline": int(own_baseline),
+            "many_keys_model_mb": model_mb}
 
 
 def bench_job(config_path: Path, config, data_dir: Path, statistics: list[str] | None = None

@@ -29,6 +29,7 @@ Three unsupervised thresholds, each a `ThresholdRule` (a method and its level):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -57,6 +58,13 @@ def check_threshold_level(method: str, level: float) -> None:
     elif not 0 < level < 1:
         raise ValueError(f"{LEVEL_NAMES[method]} must be between 0 and 1 (a probability), "
                          f"got {level:g}.")
+
+
+@lru_cache(maxsize=8)
+def _levels(points: int) -> np.ndarray:
+    levels = np.linspace(0.0, 1.0, points)
+    levels.flags.writeable = False  # shared by every calibrator with this many points
+    return levels
 
 
 def _finite(scores) -> np.ndarray:
@@ -110,7 +118,6 @@ class TailCalibrator:
         self.n_train_ = int(scores.size)
         # The empirical distribution, kept as a fixed number of quantiles so the model's
         # size does not grow with the training data.
-        self.levels_ = np.linspace(0.0, 1.0, self.quantile_points)
         self.quantiles_ = np.quantile(scores, self.levels_)
         self.tail_start_ = float(np.quantile(scores, self.tail_quantile))
         peaks = scores[scores > self.tail_start_] - self.tail_start_
@@ -119,6 +126,12 @@ class TailCalibrator:
                                     else (0.0, max(float(np.std(scores)), 1e-12)))
         self.max_train_score_ = float(scores[-1])
         return self
+
+    @property
+    def levels_(self) -> np.ndarray:
+        """The levels of ``quantiles_``: the same for every key, so shared, not stored (a
+        model of many keys would hold one copy per key)."""
+        return _levels(self.quantile_points)
 
     def tail_probability(self, scores) -> np.ndarray:
         """P(normal score >= s), from the empirical body and the POT tail."""
