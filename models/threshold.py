@@ -109,7 +109,7 @@ class TailCalibrator:
     [0.5]
     """
 
-    def __init__(self, tail_quantile: float = 0.98, quantile_points: int = 10_001):
+    def __init__(self, tail_quantile: float = 0.98, quantile_points: int = 2_001):
         self.tail_quantile = tail_quantile
         self.quantile_points = quantile_points
 
