@@ -80,9 +80,6 @@ class KeyStats(NamedTuple):
     center: np.ndarray  # the training mean
     sd: np.ndarray      # the standard deviation, floored
     scale: np.ndarray   # the larger of sd and the spread the tail implies
-    # (len(RARITY_TAILS) x features): the distance from the mean, in sd, that a share
-    # RARITY_TAILS of training windows reach or pass
-    far_quantiles: np.ndarray
 
 
 class KeyedScaler:
@@ -128,8 +125,15 @@ class KeyedScaler:
         X = np.asarray(X, dtype=np.float64)
         self.floor_ = np.maximum(self.min_scale_share * self._spread(X, groups), 1e-9)
         self.pooled_ = self._stats(X)
-        self.per_key_ = {key: self._stats(X[rows]) for key, rows in rows_of_each_key(keys)
-                         if len(rows) >= self.min_key_rows}
+        key_rows = [(key, rows) for key, rows in rows_of_each_key(keys)
+                    if len(rows) >= self.min_key_rows]
+        self.per_key_ = {key: self._stats(X[rows]) for key, rows in key_rows}
+        # Rarity's quantiles as one array, level by level over the keys (the pooled ones
+        # last, at len(per_key_)), so `rarity` reads a level for every row with one index.
+        self.key_index_ = {key: i for i, (key, _) in enumerate(key_rows)}
+        self.far_quantiles_ = np.ascontiguousarray(np.stack(
+            [self._far_quantiles(X[rows], self.per_key_[key]) for key, rows in key_rows]
+            + [self._far_quantiles(X, self.pooled_)]).transpose(1, 0, 2))
         return self
 
     @staticmethod
@@ -146,14 +150,19 @@ class KeyedScaler:
     def _stats(self, X: np.ndarray) -> KeyStats:
         center = np.nanmean(X, axis=0)
         sd = np.maximum(np.nanstd(X, axis=0), self.floor_)
-        distance = np.abs(X - center)
         scale = sd
         if self.tail_quantile is not None:
             normal_quantile = NormalDist().inv_cdf((1.0 + self.tail_quantile) / 2.0)
-            tail = np.nanquantile(distance, self.tail_quantile, axis=0)
+            tail = np.nanquantile(np.abs(X - center), self.tail_quantile, axis=0)
             scale = np.maximum(sd, tail / normal_quantile)
-        far_quantiles = np.nan_to_num(np.nanquantile(distance / sd, 1.0 - RARITY_TAILS, axis=0))
-        return KeyStats(center, sd, scale, far_quantiles)
+        return KeyStats(center, sd, scale)
+
+    @staticmethod
+    def _far_quantiles(X: np.ndarray, stats: KeyStats) -> np.ndarray:
+        """(len(RARITY_TAILS) x features): the distance from the mean, in sd, that a share
+        RARITY_TAILS of the rows reach or pass."""
+        distance = np.abs(X - stats.center) / stats.sd
+        return np.nan_to_num(np.nanquantile(distance, 1.0 - RARITY_TAILS, axis=0))
 
     def known(self, key: str) -> bool:
         return str(key) in self.per_key_
@@ -202,14 +211,13 @@ class KeyedScaler:
         ([[4.36, 4.0]], [[1.12, 3.0]])
         """
         unique, key_of_row = np.unique(np.asarray(keys).astype(str), return_inverse=True)
-        quantiles = np.stack([self.per_key_.get(key, self.pooled_).far_quantiles
-                              for key in unique])
+        pooled = len(self.per_key_)
+        row_key = np.array([self.key_index_.get(key, pooled) for key in unique])[key_of_row]
         distance = np.abs(np.nan_to_num(np.asarray(deviations, dtype=np.float64)))
-        # How many of the key's quantiles lie strictly below: the rarest tail passed. One
-        # level at a time, where all at once would copy every row's 17 x features quantiles.
+        # How many of the key's quantiles lie strictly below: the rarest tail passed.
         passed = np.zeros(distance.shape, dtype=np.int64)
-        for level in range(len(RARITY_TAILS)):
-            passed += quantiles[:, level, :][key_of_row] < distance
+        for level in self.far_quantiles_:
+            passed += level[row_key] < distance
         return np.where(passed > 0, RARITY_DECADES[np.maximum(passed - 1, 0)], 0.0)
 
     def at_cap(self, Z: np.ndarray) -> np.ndarray:
