@@ -21,7 +21,10 @@ threshold stays a multiple of each key's median training score, and each row giv
 A second table keeps the configured score and replaces the threshold with rules that follow
 each key's test stream instead of its train half: a fixed share of the key's test windows
 (with hindsight, as no streaming rule could), and a z-score of the window's score against
-the key's scores of the days before it (causal, the "anomaly likelihood" kind of rule).
+the key's scores of the days before it (causal, the "anomaly likelihood" kind of rule). Its
+last row keeps the train half's multiple but holds it: once a window passes the multiple, the
+key's windows stay flagged while their score stays above a share of it (hysteresis, the
+"keep firing until it has clearly recovered" of alerting rules).
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ HOUR_OF_DAY_BIN_S = 3600
 TEST_SHARES = (0.01, 0.02, 0.03, 0.05, 0.08, 0.10, 0.15)
 TRAILING_DAYS = (1, 3, 7)
 TRAILING_Z = (2, 3, 4, 5, 6)
+# The held threshold (hysteresis): a window above a multiple of the key's median training
+# score starts a run of flagged windows, which goes on while the score stays above this share
+# of that multiple. A share of 1 is the plain rule.
+HELD_MULTIPLES = (30, 40, 50, 60, 80, 100)
+HELD_SHARES = (1.0, 0.5, 0.3, 0.2, 0.1)
 
 
 @dataclasses.dataclass
@@ -270,6 +278,44 @@ def stream_threshold_tables(scores: Scores) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def held_flags(multiples_of_median: np.ndarray, multiple: float, share: float) -> np.ndarray:
+    """One key's windows in time order, flagged above `multiple` and then for as long as
+    they stay above `share` of it.
+
+    >>> held_flags(np.array([1.0, 5.0, 3.0, 2.0, 1.0, 3.0]), 4.0, 0.5).tolist()
+    [False, True, True, False, False, False]
+    """
+    flagged = np.empty(len(multiples_of_median), dtype=bool)
+    held = False
+    for i, value in enumerate(multiples_of_median):
+        held = value > multiple or (held and value > share * multiple)
+        flagged[i] = held
+    return flagged
+
+
+def held_threshold_table(scores: Scores) -> pd.DataFrame:
+    """Point F1 ((multiple, share) x keys) of the held threshold, `held_flags` over each
+    key's test windows."""
+    run = scores.run
+    test_windows = run.aggregates.loc[~run.is_train]
+    multiples = over_key_medians(scores).test
+    keys = scores.keys(train=False)
+    starts = test_windows["window_start_ms"].to_numpy()
+    parameters = [(multiple, share) for multiple in HELD_MULTIPLES for share in HELD_SHARES]
+    names = [f"{multiple} x, held to {share:g}" for multiple, share in parameters]
+    flagged = np.zeros((len(test_windows), len(parameters)))
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        rows = rows[np.argsort(starts[rows])]
+        for column, (multiple, share) in enumerate(parameters):
+            flagged[rows, column] = held_flags(multiples[rows], multiple, share)
+    points = points_of(run.data, test_windows,
+                       pd.DataFrame(flagged, columns=names, index=test_windows.index),
+                       run.config)
+    return pd.concat([flagged_f1(run, points, name, [0.5], [name],
+                                 lambda values, half: values > half) for name in names])
+
+
 def with_window(run: WindowedRun, size_s: int, slide_s: int) -> Scores:
     config = run.config
     config = dataclasses.replace(config, window=dataclasses.replace(
@@ -346,16 +392,23 @@ def main() -> None:
             with_window(run, size_s, slide_s))
 
     say("\nThe configured score, with a threshold that follows each key's test stream "
-        "instead of a multiple of its median training score. The share of each key's test "
+        "instead of a multiple of its median training score, and (last row) with the "
+        "multiple held while the score stays above a share of it. The share of each key's test "
         "minutes labeled anomalous: " + ", ".join(
             f"{key} {np.mean(labels):.1%}" for key, labels in run.labels.items()) + ".\n")
     say("| threshold rule | parameter chosen in sample | its F1 | per key | held-out F1 "
         "(leave one key out) | parameters tried |")
     say("|---|---|---|---|---|---|")
-    for name, table in stream_threshold_tables(variants.configured).items():
+    rules = [(name, table, ", ".join(table.index))
+             for name, table in stream_threshold_tables(variants.configured).items()]
+    rules.append(("a multiple of the key's median training score, held while the score stays "
+                  "above a share of it (hysteresis, causal)",
+                  held_threshold_table(variants.configured),
+                  f"multiples {', '.join(map(str, HELD_MULTIPLES))}, each with shares "
+                  f"{', '.join(f'{share:g}' for share in HELD_SHARES)}"))
+    for name, table, tried in rules:
         best, best_f1, held_out, per_key = chosen_in_sample_and_held_out(table)
-        say(f"| {name} | {best} | {best_f1:.3f} | {per_key} | {held_out:.3f} | "
-            f"{', '.join(table.index)} |")
+        say(f"| {name} | {best} | {best_f1:.3f} | {per_key} | {held_out:.3f} | {tried} |")
     report.write()
 
 

@@ -53,11 +53,15 @@ def test_alternatives_study_starts_from_the_configured_detector(labeled_folder, 
         assert 0.0 <= f1 <= 1.0 and 0.0 <= held_out <= 1.0, name
         # the label-tuned ceiling is the best of all thresholds, the multiples among them
         assert float(rows[name][2]) <= ceiling + 1e-3, name
-    stream_rules = [name for name, cells in rows.items() if len(cells) == 5
-                    and name != "threshold rule"]
-    assert len(stream_rules) == 4
-    for name in stream_rules:
+    threshold_rules = [name for name, cells in rows.items() if len(cells) == 5
+                       and name != "threshold rule"]
+    assert len(threshold_rules) == 5  # four that follow the test stream, and the held one
+    for name in threshold_rules:
         assert 0.0 <= float(rows[name][1]) <= 1.0, name
+    # The held rule's candidates include the configured multiple held to 1 (not held), which
+    # is the configured rule, so its best in sample cannot be below the configured F1.
+    held = next(name for name in threshold_rules if "hysteresis" in name)
+    assert float(rows[held][1]) >= float(rows["none (the configured detector)"][0]) - 1e-9
 
 
 @pytest.mark.parametrize("study, configured_row", [
