@@ -172,14 +172,15 @@ class Detector:
                                    tail_quantile=settings.scale_tail_quantile
                                    ).fit(X, keys, groups=self.feature_metrics)
         Z = self.scaler_.transform(X, keys)
-        trained_keys = [(key, rows) for key, rows in rows_of_each_key(keys)
+        key_rows = rows_of_each_key(keys)
+        trained_keys = [(key, rows) for key, rows in key_rows
                         if len(rows) >= settings.min_key_windows]
         self.pooled_scorer_ = self._new_scorer().fit(Z)
         self.key_scorers_ = {}
         if settings.baseline == "per_key":
             self.key_scorers_ = {key: self._new_scorer().fit(Z[rows])
                                  for key, rows in trained_keys}
-        scores = self._training_scores(Z, keys)
+        scores = self._training_scores(Z, key_rows)
         self.pooled_calibrator_ = TailCalibrator().fit(scores)
         self.calibrators_ = {key: TailCalibrator().fit(scores[rows])
                              for key, rows in trained_keys}
@@ -223,11 +224,13 @@ class Detector:
     def threshold_for(self, key: str) -> float:
         return self.thresholds_.get(key, self.pooled_threshold_)
 
-    def _training_scores(self, Z: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def _training_scores(self, Z: np.ndarray, key_rows: list[tuple[str, np.ndarray]]
+                         ) -> np.ndarray:
         """Each training window's score, from the scorer its key uses, as a new window would
-        score: what the calibrations and thresholds are fitted on."""
+        score: what the calibrations and thresholds are fitted on. `key_rows` is
+        `rows_of_each_key` of the training windows' keys."""
         scores = np.empty(len(Z))
-        for scorer, rows in self._rows_of_each_scorer(rows_of_each_key(keys)):
+        for scorer, rows in self._rows_of_each_scorer(key_rows):
             scores[rows] = scorer.training_scores(Z[rows])
         return scores
 
