@@ -61,20 +61,15 @@ def bench_core(config, data_dir: Path, artifact_dir: Path) -> dict:
     results = {"validate_events_per_s": len(batch) / seconds}
 
     aggregates = windows_for(load_events_csv(files, config.schema), config)
-    udf = ScoreWindows(str(artifact_dir), config.schema.metric_fields,
-                       config.features.statistics, config.features.include_count,
-                       config.model.explain_top)
-    udf.open(None)
-    columns = aggregate_columns(config.schema.metric_fields)
+    udf = opened_udf(config, artifact_dir)
     arrow_batch = aggregates.iloc[:1000]
     key = config.schema.key_field
-    seconds = timed(lambda: udf.eval(arrow_batch[key], *[arrow_batch[c] for c in columns]))
+    seconds = timed(scoring(udf, arrow_batch, config))
     results["score_windows_per_s_batch_1000"] = 1000 / seconds
-    one = aggregates.iloc[:1]
-    seconds = timed(lambda: udf.eval(one[key], *[one[c] for c in columns]), repeat=5)
+    seconds = timed(scoring(udf, aggregates.iloc[:1], config), repeat=5)
     results["score_windows_per_s_batch_1"] = 1 / seconds
 
-    scored = udf.eval(arrow_batch[key], *[arrow_batch[c] for c in columns])
+    scored = scoring(udf, arrow_batch, config)()
     names = list(SCORE_FIELDS) + feature_names(
         config.schema.metric_fields, config.features.statistics, config.features.include_count)
     seconds = timed(lambda: to_line_protocol(
@@ -85,6 +80,23 @@ def bench_core(config, data_dir: Path, artifact_dir: Path) -> dict:
     results["windows"] = len(aggregates)
     results.update(bench_many_keys(config, data_dir))
     return results
+
+
+def opened_udf(config, artifact_dir) -> ScoreWindows:
+    """The job's scoring UDF on the model in `artifact_dir`, opened as a TaskManager opens it."""
+    udf = ScoreWindows(str(artifact_dir), config.schema.metric_fields,
+                       config.features.statistics, config.features.include_count,
+                       config.model.explain_top)
+    udf.open(None)
+    return udf
+
+
+def scoring(udf: ScoreWindows, batch: pd.DataFrame, config):
+    """A call that scores `batch`'s window aggregates with `udf`, its columns handed over as
+    the job's arrow batch hands them."""
+    key = config.schema.key_field
+    columns = aggregate_columns(config.schema.metric_fields)
+    return lambda: udf.eval(batch[key], *[batch[c] for c in columns])
 
 
 def as_many_devices(events: pd.DataFrame, key_field: str, stretches: int) -> pd.DataFrame:
@@ -119,14 +131,11 @@ def bench_many_keys(config, data_dir: Path) -> dict:
     with tempfile.TemporaryDirectory() as model_dir:
         detector = train_on_events(config, devices("*_train.csv.gz"), {"bench": "many keys"},
                                    Path(model_dir)).scorer
-        udf = ScoreWindows(model_dir, config.schema.metric_fields, config.features.statistics,
-                           config.features.include_count, config.model.explain_top)
-        udf.open(None)
+        udf = opened_udf(config, model_dir)
         aggregates = windows_for(devices("*_test.csv.gz"), config)
         # A batch as the job meets it: every key's windows of the same few window ends.
         batch = aggregates.sort_values(["window_end_ms", key], kind="stable").iloc[:1000]
-        columns = aggregate_columns(config.schema.metric_fields)
-        seconds = timed(lambda: udf.eval(batch[key], *[batch[c] for c in columns]))
+        seconds = timed(scoring(udf, batch, config))
         own_baseline = sum(detector.scaler_.known(k) for k in batch[key].unique())
         model_mb = (Path(model_dir) / MODEL_FILE).stat().st_size / 1e6
     return {"score_windows_per_s_batch_1000_many_keys": 1000 / seconds,
