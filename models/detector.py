@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from models.features import COUNT_COLUMN, SPREAD_STATISTICS
-from models.scaling import RARITY_DECADES, KeyedScaler, rows_of_each_key
+from models.scaling import (RARITY_DECADES, TAIL_BAND_DECADES, KeyedScaler,
+                            rows_of_each_key)
 from models.scorers import SCORERS, make_scorer
 from models.threshold import LEVEL_NAMES, TailCalibrator, ThresholdRule
 
@@ -61,6 +62,8 @@ class DetectorSettings:
     # Features with a heavier tail than normal are scaled by it (models/scaling.py); None:
     # by the standard deviation alone.
     scale_tail_quantile: float | None = 0.999
+    # How wide a band of tail levels around it the tail is read over (scaling.py).
+    scale_tail_band_decades: float = TAIL_BAND_DECADES
     threshold_method: str = "quantile"
     target_alert_rate: float = 0.01
     pot_risk: float = 1e-3
@@ -169,7 +172,8 @@ class Detector:
         keys = np.asarray(keys).astype(str)
         X = self._matrix(features)
         self.scaler_ = KeyedScaler(cap=settings.cap, min_key_rows=settings.min_key_windows,
-                                   tail_quantile=settings.scale_tail_quantile
+                                   tail_quantile=settings.scale_tail_quantile,
+                                   tail_band_decades=settings.scale_tail_band_decades
                                    ).fit(X, keys, groups=self.feature_metrics)
         Z = self.scaler_.transform(X, keys)
         key_rows = rows_of_each_key(keys)

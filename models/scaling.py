@@ -3,11 +3,14 @@
 A busy machine is not an anomaly for being busy: `KeyedScaler` centres and scales every
 feature by the key's own training mean and spread, so a scorer sees "how unusual for this
 key" (`transform`). The spread is the standard deviation, or, for a feature with a heavier
-tail than a normal distribution, what its tail implies: its ``tail_quantile`` (0.999)
-quantile of absolute deviations from the mean, divided by that quantile's value under a
-normal distribution (3.29). A feature that spikes now and then in training (a daily job's
-spike on machine-2-8 in SMD) would otherwise count its usual spike as dozens of standard
-deviations, and every recurrence would alert; on a feature close to normal the two agree.
+tail than a normal distribution, what its tail implies: around ``tail_quantile`` (0.999),
+the quantile of absolute deviations from the mean divided by that quantile's value under a
+normal distribution (3.29 at 0.999). A feature that spikes now and then in training (a
+daily job's spike on machine-2-8 in SMD) would otherwise count its usual spike as dozens of
+standard deviations, and every recurrence would alert; on a feature close to normal the two
+agree. The tail's spread is averaged over tail levels one decade wide around
+``tail_quantile`` (`TAIL_BAND_DECADES`), not read at one level: a 0.999 quantile is set by
+the top handful of training windows.
 An alert still says how far a metric is in plain standard deviations (`standardize`), the
 unit people read. How *rare* that distance is for the key (`rarity`) is what explanations
 rank metrics by: a metric whose usual spikes reach 8 standard deviations is less remarkable
@@ -57,6 +60,15 @@ def rows_of_each_key(keys: Sequence) -> list[tuple[str, np.ndarray]]:
 RARITY_TAILS = np.logspace(0.0, -3.0, 17)
 RARITY_DECADES = -np.log10(RARITY_TAILS)
 
+# A feature's tail spread is read at TAIL_BAND_LEVELS tail probabilities spread evenly (on a
+# log scale) over a band this many decades wide, centred on 1 - tail_quantile (0.00316 to
+# 0.000316 at 0.999), and averaged. Read at one level, the spread is one order statistic (at
+# 0.999, the 6th largest of the 5,700 training windows of an SMD machine), and detection
+# followed its noise: on SMD, moving tail_quantile from 0.999 to 0.998 took the configured
+# rule's mean point F1 from 0.548 to 0.520. scripts/scale_study.py has the figures.
+TAIL_BAND_DECADES = 1.0
+TAIL_BAND_LEVELS = 9
+
 
 def check_tail_quantile(tail_quantile) -> None:
     """Raise ValueError unless `tail_quantile` is None or a quantile in (0.5, 1).
@@ -90,17 +102,26 @@ class KeyedScaler:
     >>> scaler.transform(np.array([[14.0], [120.0]]), ["a", "b"]).ravel().tolist()
     [1.0, 1.0]
 
-    A feature that is 0 but for a spike in 2 of 1000 windows: the spike is 22.3 standard
-    deviations out, and its tail puts it at 3.3 for the scorers (a normal distribution's
-    99.9% point).
+    A feature that is 0 but for a spike in 5 of 1000 windows: the spike is 14.1 standard
+    deviations out, and its tail puts it at 3.3 for the scorers (about a normal
+    distribution's 99.9% point).
 
-    >>> X = np.array([[0.0]] * 998 + [[10.0]] * 2)
+    >>> X = np.array([[0.0]] * 995 + [[10.0]] * 5)
     >>> scaler = KeyedScaler(min_key_rows=2).fit(X, ["a"] * 1000)
     >>> spike = np.array([[10.0]])
     >>> scaler.standardize(spike, ["a"]).round(1).item(), scaler.transform(spike, ["a"]).round(1).item()
-    (22.3, 3.3)
+    (14.1, 3.3)
     >>> [values.round(1).item() for values in scaler.transform_and_standardize(spike, ["a"])]
-    [3.3, 22.3]
+    [3.3, 14.1]
+
+    A spike in 2 of 1000 windows is at the rare end of the band of tail levels (one in 300
+    to one in 3,000), so its tail counts for part of the spread: 5.2, where the 0.999
+    quantile alone (a band 0 decades wide) says 3.3.
+
+    >>> X = np.array([[0.0]] * 998 + [[10.0]] * 2)
+    >>> [KeyedScaler(min_key_rows=2, tail_band_decades=decades).fit(X, ["a"] * 1000)
+    ...  .transform(spike, ["a"]).round(1).item() for decades in (1.0, 0.0)]
+    [5.2, 3.3]
 
     A window's minimum that was 0 in all training, and its mean (same metric, ``groups``),
     which moved: the minimum's floor is 1% of the mean's range, 0.01.
@@ -111,12 +132,18 @@ class KeyedScaler:
     """
 
     def __init__(self, cap: float = 10.0, min_scale_share: float = 0.01,
-                 min_key_rows: int = 30, tail_quantile: float | None = 0.999):
+                 min_key_rows: int = 30, tail_quantile: float | None = 0.999,
+                 tail_band_decades: float = TAIL_BAND_DECADES):
         check_tail_quantile(tail_quantile)
+        if isinstance(tail_band_decades, bool) or not isinstance(
+                tail_band_decades, (int, float)) or not 0 <= tail_band_decades <= 2:
+            raise ValueError(f"tail_band_decades must be between 0 (the tail read at "
+                             f"tail_quantile alone) and 2; got {tail_band_decades!r}.")
         self.cap = cap
         self.min_scale_share = min_scale_share
         self.min_key_rows = min_key_rows
         self.tail_quantile = tail_quantile
+        self.tail_band_decades = tail_band_decades
 
     def fit(self, X: np.ndarray, keys: Sequence, groups: Sequence | None = None
             ) -> "KeyedScaler":
@@ -152,10 +179,21 @@ class KeyedScaler:
         sd = np.maximum(np.nanstd(X, axis=0), self.floor_)
         scale = sd
         if self.tail_quantile is not None:
-            normal_quantile = NormalDist().inv_cdf((1.0 + self.tail_quantile) / 2.0)
-            tail = np.nanquantile(np.abs(X - center), self.tail_quantile, axis=0)
-            scale = np.maximum(sd, tail / normal_quantile)
+            scale = np.maximum(sd, self._tail_spread(np.abs(X - center)))
         return KeyStats(center, sd, scale)
+
+    def _tail_spread(self, distances: np.ndarray) -> np.ndarray:
+        """Per column, the standard deviation a normal distribution would need to reach the
+        column's tail: at each tail probability p of the band (`TAIL_BAND_DECADES`), its
+        (1 - p) quantile of `distances` over a normal's, averaged over the band."""
+        half_width = self.tail_band_decades / 2.0
+        levels = TAIL_BAND_LEVELS if half_width > 0 else 1
+        # Capped at 0.5 so that a low tail_quantile keeps every level above the median.
+        tails = np.minimum((1.0 - self.tail_quantile)
+                           * np.logspace(half_width, -half_width, levels), 0.5)
+        normal = np.array([NormalDist().inv_cdf(1.0 - p / 2.0) for p in tails])
+        quantiles = np.nanquantile(distances, 1.0 - tails, axis=0)
+        return np.mean(quantiles / normal[:, np.newaxis], axis=0)
 
     @staticmethod
     def _far_quantiles(X: np.ndarray, stats: KeyStats) -> np.ndarray:

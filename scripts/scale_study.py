@@ -15,6 +15,10 @@ threshold rules on the same windows, and each row gives:
   chooses among the rules (the honest figure);
 - the label-tuned ceiling of the configured fit (best F1 on the whole test).
 
+Each tail scale is measured twice: read over the configured band of tail levels around q
+(`models.scaling.TAIL_BAND_DECADES`, the product's way) and at the level q alone (a band 0
+decades wide, the product's way before), to show what averaging over the band is worth.
+
 Last, the scale itself is chosen like a rule: leave one key out over every (scale, rule), so
 the figure also pays for having picked the scale on these keys.
 """
@@ -59,33 +63,60 @@ def main() -> None:
         f"{configured.rule.description}. {len(candidates)} threshold rules "
         "(as `streamad tune`). Configured setting: "
         f"scale_tail_quantile {settings.scale_tail_quantile}.\n")
-    say(f"| scale | configured rule, mean point F1 | {' | '.join(keys)} | best rule in sample "
-        "| its F1 | held-out F1 (leave one key out) | ceiling |")
+    say(f"| scale (tail read over) | configured rule, mean point F1 | {' | '.join(keys)} "
+        "| best rule in sample | its F1 | held-out F1 (leave one key out) | ceiling |")
     say("|---|---|" + "---|" * len(keys) + "---|---|---|---|")
-    for tail_quantile in TAIL_QUANTILES:
-        base = dataclasses.replace(settings, scale_tail_quantile=tail_quantile)
-        table = f1_table(run, candidates, base=base, progress=False)
-        tables[tail_quantile] = table
-        best, best_f1 = best_candidate(table)
-        held_out = np.mean([r.held_out_f1 for r in leave_one_key_out(table)])
-        _, _, points = run.score(base)
-        ceiling = np.mean([best_f1_threshold(points[key]["score"].to_numpy(), labels[key])[1]
-                           for key in keys])
-        row = table.loc[configured.name]
-        scale = "standard deviation" if tail_quantile is None else f"tail, q = {tail_quantile}"
-        say(f"| {scale} | {row.mean():.3f} | " + " | ".join(f"{row[key]:.2f}" for key in keys)
-            + f" | {best.split(', ')[-1]} | {best_f1:.3f} | {held_out:.3f} | {ceiling:.3f} |")
+    band = settings.scale_tail_band_decades
+    for decades in (band, 0.0):
+        for tail_quantile in TAIL_QUANTILES:
+            if tail_quantile is None and decades != band:
+                continue  # the standard deviation has no tail to read
+            base = dataclasses.replace(settings, scale_tail_quantile=tail_quantile,
+                                       scale_tail_band_decades=decades)
+            table = f1_table(run, candidates, base=base, progress=False)
+            tables[decades, tail_quantile] = table
+            best, best_f1 = best_candidate(table)
+            held_out = np.mean([r.held_out_f1 for r in leave_one_key_out(table)])
+            _, _, points = run.score(base)
+            ceiling = np.mean([best_f1_threshold(points[key]["score"].to_numpy(),
+                                                 labels[key])[1] for key in keys])
+            row = table.loc[configured.name]
+            scale = ("standard deviation" if tail_quantile is None
+                     else f"tail, q = {tail_quantile} ({band_name(decades)})")
+            say(f"| {scale} | {row.mean():.3f} | "
+                + " | ".join(f"{row[key]:.2f}" for key in keys)
+                + f" | {best.split(', ')[-1]} | {best_f1:.3f} | {held_out:.3f} "
+                  f"| {ceiling:.3f} |")
+    for decades in (band, 0.0):
+        chosen_together(say, {q: table for (d, q), table in tables.items()
+                              if d == decades or q is None}, band_name(decades))
+    report.write()
+
+
+def band_name(decades: float) -> str:
+    """How a tail scale is read, in words.
+
+    >>> band_name(1.0), band_name(0.5), band_name(0.0)
+    ('a decade around q', '0.5 decades around q', 'q alone')
+    """
+    if not decades:
+        return "q alone"
+    return "a decade around q" if decades == 1 else f"{decades:g} decades around q"
+
+
+def chosen_together(say, tables: dict, read: str) -> None:
+    """Leave one key out over every (scale, rule) of `tables`, a scale's F1 table by its
+    scale_tail_quantile."""
     every = pd.concat({str(q): table for q, table in tables.items()})
     every.index = [f"{q}: {rule}" for q, rule in every.index]
     held_out = leave_one_key_out(every)
-    say(f"\nScale and rule chosen together on the other keys (leave one key out, "
-        f"{len(every)} candidates): mean held-out point F1 "
+    say(f"\nScale and rule chosen together on the other keys, the tail read over {read} "
+        f"(leave one key out, {len(every)} candidates): mean held-out point F1 "
         f"{np.mean([r.held_out_f1 for r in held_out]):.3f}.\n")
     say("| held-out key | chosen (scale_tail_quantile: candidate) | held-out F1 |")
     say("|---|---|---|")
     for r in held_out:
         say(f"| {r.key} | {r.chosen} | {r.held_out_f1:.3f} |")
-    report.write()
 
 
 if __name__ == "__main__":
