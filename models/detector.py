@@ -67,7 +67,7 @@ class DetectorSettings:
     threshold_method: str = "quantile"
     target_alert_rate: float = 0.01
     pot_risk: float = 1e-3
-    median_multiple: float = 40.0
+    median_multiple: float = 50.0
     n_estimators: int = 200
     pca_variance: float = 0.9
     n_neighbors: int = 5

@@ -60,7 +60,7 @@ def test_segment_hit_rate_counts_each_segment_once():
 def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_folder,
                                                                        tmp_path, monkeypatch):
     from streamad.cli import main
-    # Four days of two machines: at the default 40 times the median no labeled minute of
+    # Four days of two machines: at the default 50 times the median no labeled minute of
     # these is flagged, and the flagged-minute explanation figures need some.
     monkeypatch.setenv("STREAMAD__MODEL__MEDIAN_MULTIPLE", "20")
     out = tmp_path / "report"
