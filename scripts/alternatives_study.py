@@ -39,7 +39,6 @@ import pandas as pd
 
 from models.detector import DetectorSettings
 from models.evaluation import best_f1_threshold, precision_recall_f1
-from models.features import feature_names, features_from_aggregates
 from models.scorers import PCAScorer
 from models.tuning import best_candidate, leave_one_key_out
 from streamad.config import load_config
@@ -223,12 +222,7 @@ class Variants:
                       feature_names=list(combined.columns))
 
     def with_statistics(self, statistics: tuple[str, ...]) -> Scores:
-        config = self.run.config
-        metrics = list(config.schema.metric_fields)
-        features = features_from_aggregates(self.run.aggregates, metrics, statistics,
-                                            config.features.include_count)
-        names = feature_names(metrics, statistics, config.features.include_count)
-        return fitted(self.run, self.settings, features=features, feature_names=names)
+        return fitted(self.run.with_statistics(statistics), self.settings)
 
 
 def stream_threshold_tables(scores: Scores) -> dict[str, pd.DataFrame]:

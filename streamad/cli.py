@@ -124,13 +124,24 @@ def cmd_tune(args, config: JobConfig) -> int:
     output = Path(args.output)
     grid = {name: value for name, value in (("caps", args.caps), ("rates", args.rates),
                                             ("pot_risks", args.pot_risks),
-                                            ("multiples", args.multiples)) if value}
+                                            ("multiples", args.multiples),
+                                            ("statistics", args.statistics)) if value}
     report = tune(config, Path(args.data_dir), output, kinds=kinds,
                   progress=not args.no_progress, **grid)
     _say((output / "tuning.md").read_text())
     _say(f"Mean held-out point F1 (leave one key out): {report['held_out_mean_f1']:.3f}. "
          f"Written to {output}/tuning.json and tuning.md")
     return 0
+
+
+def _statistics_sets(text: str) -> list[list[str]]:
+    sets = [[name.strip() for name in part.split(",") if name.strip()]
+            for part in text.split(";") if part.strip()]
+    if not sets or not all(sets):
+        raise argparse.ArgumentTypeError(
+            f"expected sets of window statistics, the sets separated by ';' and the "
+            f"statistics by ',', got {text!r} (for example 'mean,std,min,max,last;mean,std')")
+    return sets
 
 
 def _number_list(text: str) -> list[float]:
@@ -343,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser(
         "tune", help="choose detector settings on labeled data, by leave-one-key-out",
         description="Train and score every candidate (scorer kind x cap x unsupervised "
-        "threshold rule) on the labeled folder that evaluate reads. For each key, the "
+        "threshold rule, x window statistics with --statistics) on the labeled folder that "
+        "evaluate reads. For each key, the "
         "candidate with the best mean point F1 on the other keys is scored on it: the mean of "
         "those held-out F1s is what tuning gives on a new key. Prints and writes tuning.json "
         "and tuning.md, with the candidate chosen on all keys as a configuration snippet.")
@@ -361,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="multiples of the median training score for the median_multiple "
                            "threshold, tried with scorers whose zero means normal (default: "
                            "8,10,12,15,20,25,30,40,50,60,80,100)")
+    tune.add_argument("--statistics", type=_statistics_sets,
+                      help="sets of window statistics to make the features of, tried beside "
+                           "the configured features.statistics: sets separated by ';', "
+                           "statistics by ',' (for example 'mean,std;mean,std,max'; default: "
+                           "the configured set alone)")
     tune.set_defaults(func=cmd_tune)
 
     submit = commands.add_parser("submit", help="submit the job to the Flink cluster",

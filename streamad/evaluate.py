@@ -37,6 +37,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -162,6 +163,14 @@ class WindowedRun:
         data_dir = Path(data_dir)
         keys = find_keys(data_dir) if keys is None else keys
         return cls.of(config, [load_key(data_dir, key, config) for key in keys])
+
+    def with_statistics(self, statistics: Sequence[str]) -> "WindowedRun":
+        """The same windows with the features of other window statistics (the
+        configuration's ``features.statistics``, validated as there)."""
+        config = dataclasses.replace(self.config, features=dataclasses.replace(
+            self.config.features, statistics=tuple(statistics)))
+        return dataclasses.replace(self, config=config,
+                                   features=features_for(self.aggregates, config))
 
     @property
     def feature_names(self) -> list[str]:

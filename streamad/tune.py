@@ -3,9 +3,9 @@ on a key it was not tuned on.
 
 The data are what `streamad evaluate` reads (one folder, ``<key>_train`` and labeled
 ``<key>_test`` files per key). Every candidate (scorer kind x cap x unsupervised threshold
-rule) is trained on the train files and scored on the test files exactly as `evaluate` does;
-one fit serves all the threshold rules of a (kind, cap). Then `models.tuning` does the
-choosing:
+rule, and x window statistics when more than the configured ones are given) is trained on
+the train files and scored on the test files exactly as `evaluate` does; one fit serves all
+the threshold rules of a (statistics, kind, cap). Then `models.tuning` does the choosing:
 
 - **leave one key out**: for each key, the candidate with the best mean point F1 on the other
   keys, and its point F1 on the held-out key. The mean of these is the honest estimate of what
@@ -34,7 +34,7 @@ from models.evaluation import precision_recall_f1
 from models.detector import DetectorSettings, threshold_fits_scorer
 from models.threshold import ThresholdRule
 from models.tuning import best_candidate, leave_one_key_out
-from streamad.config import JobConfig
+from streamad.config import ConfigError, FeaturesConfig, JobConfig
 from streamad.evaluate import EvaluationError, WindowedRun, find_keys
 
 DEFAULT_CAPS = (5.0, 10.0)
@@ -48,20 +48,47 @@ class Candidate:
     kind: str
     cap: float
     rule: ThresholdRule
+    # The window statistics the features are made of; None: the configured ones.
+    statistics: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.kind}, cap {self.cap:g}, {self.rule.name}"
+        name = f"{self.kind}, cap {self.cap:g}, {self.rule.name}"
+        return name if self.statistics is None else f"{name}, {'+'.join(self.statistics)}"
 
-    def model_settings(self) -> dict:
-        """The configuration's ``model`` keys that select this candidate."""
-        return {"kind": self.kind, "cap": self.cap, "threshold_method": self.rule.method,
-                self.rule.level_name: self.rule.level}
+    def settings(self) -> dict:
+        """The configuration's keys, by section, that select this candidate."""
+        settings = {"model": {"kind": self.kind, "cap": self.cap,
+                              "threshold_method": self.rule.method,
+                              self.rule.level_name: self.rule.level}}
+        if self.statistics is not None:
+            settings["features"] = {"statistics": list(self.statistics)}
+        return settings
+
+
+def statistics_sets_of(sets: Sequence[Sequence[str]], configured: Sequence[str]
+                       ) -> list[tuple[str, ...] | None]:
+    """The window statistics to try, each checked as the configuration checks
+    ``features.statistics``; the configured set is None, and comes first.
+
+    >>> statistics_sets_of([["mean", "std"], ["mean", "max"]], ("mean", "max"))
+    [None, ('mean', 'std')]
+    """
+    checked = []
+    for statistics in sets:
+        try:
+            FeaturesConfig(statistics=tuple(statistics))._validate()
+        except ConfigError as error:
+            raise EvaluationError(f"--statistics {','.join(statistics)}: {error}") from None
+        checked.append(None if tuple(statistics) == tuple(configured) else tuple(statistics))
+    return [None] + [s for s in dict.fromkeys(checked) if s is not None]
 
 
 def candidates_of(kinds: Sequence[str], caps: Sequence[float], rates: Sequence[float],
                   pot_risks: Sequence[float], multiples: Sequence[float],
-                  configured: Candidate) -> list[Candidate]:
+                  configured: Candidate,
+                  statistics_sets: Sequence[tuple[str, ...] | None] = (None,)
+                  ) -> list[Candidate]:
     """The grid, with the configured settings first so that ties keep them."""
     if any(cap <= 0 for cap in caps):
         raise EvaluationError(f"caps are in standard deviations and must be positive, got "
@@ -76,7 +103,8 @@ def candidates_of(kinds: Sequence[str], caps: Sequence[float], rates: Sequence[f
             except ValueError as error:
                 raise EvaluationError(f"{option} {','.join(f'{v:g}' for v in levels)}: "
                                       f"{error}") from None
-    grid = [Candidate(kind, float(cap), rule) for kind in kinds for cap in caps
+    grid = [Candidate(kind, float(cap), rule, statistics)
+            for statistics in statistics_sets for kind in kinds for cap in caps
             for rule in rules if threshold_fits_scorer(rule, kind)]
     return [configured] + [c for c in grid if c != configured]
 
@@ -99,22 +127,25 @@ def windowed_keys(config: JobConfig, data_dir: Path) -> WindowedRun:
 def f1_table(run: WindowedRun, candidates: Sequence[Candidate],
              base: DetectorSettings | None = None, progress: bool = True) -> pd.DataFrame:
     """Point F1 of every candidate (rows) on every key's test file (columns). A candidate
-    sets the scorer, cap and threshold rule; the rest of the settings are `base`'s (the
-    configuration's unless given)."""
+    sets the scorer, cap, threshold rule and window statistics; the rest of the settings are
+    `base`'s (the configuration's unless given)."""
     from tqdm import tqdm
 
     labels = run.labels
     keys = list(labels)
-    fits = list(dict.fromkeys((c.kind, c.cap) for c in candidates))
+    fits = list(dict.fromkeys((c.statistics, c.kind, c.cap) for c in candidates))
     table = pd.DataFrame(index=[c.name for c in candidates], columns=keys, dtype=float)
     base = run.config.model.detector_settings() if base is None else base
-    for kind, cap in tqdm(fits, desc="tune", unit="fit", disable=not progress, file=sys.stderr):
+    runs = {statistics: run if statistics is None else run.with_statistics(statistics)
+            for statistics in dict.fromkeys(s for s, _, _ in fits)}
+    for statistics, kind, cap in tqdm(fits, desc="tune", unit="fit", disable=not progress,
+                                      file=sys.stderr):
         # Each candidate applies its own rule to the keys' calibrations; the fit's own
         # threshold goes unused, and quantile suits every scorer.
-        detector, _, points = run.score(dataclasses.replace(
+        detector, _, points = runs[statistics].score(dataclasses.replace(
             base, kind=kind, cap=cap, threshold_method="quantile"))
         for candidate in candidates:
-            if (candidate.kind, candidate.cap) != (kind, cap):
+            if (candidate.statistics, candidate.kind, candidate.cap) != (statistics, kind, cap):
                 continue
             for key in keys:
                 threshold = candidate.rule.threshold(detector.calibrator_for(key))
@@ -126,27 +157,31 @@ def f1_table(run: WindowedRun, candidates: Sequence[Candidate],
 def tune(config: JobConfig, data_dir: Path, output_dir: Path, kinds: Sequence[str],
          caps: Sequence[float] = DEFAULT_CAPS, rates: Sequence[float] = DEFAULT_RATES,
          pot_risks: Sequence[float] = DEFAULT_POT_RISKS,
-         multiples: Sequence[float] = DEFAULT_MULTIPLES, progress: bool = True) -> dict:
-    """Run the grid, choose, and write tuning.json and tuning.md to `output_dir`."""
+         multiples: Sequence[float] = DEFAULT_MULTIPLES,
+         statistics: Sequence[Sequence[str]] = (), progress: bool = True) -> dict:
+    """Run the grid, choose, and write tuning.json and tuning.md to `output_dir`.
+    `statistics` are sets of window statistics to try beside the configured ones."""
     configured = configured_candidate(config)
-    candidates = candidates_of(kinds, caps, rates, pot_risks, multiples, configured)
+    candidates = candidates_of(kinds, caps, rates, pot_risks, multiples, configured,
+                               statistics_sets_of(statistics, config.features.statistics))
     table = f1_table(windowed_keys(config, data_dir), candidates, progress=progress)
     held_out = leave_one_key_out(table)
     chosen, chosen_f1 = best_candidate(table)
     by_name = {c.name: c for c in candidates}
     report = {
         "data": {"folder": str(Path(data_dir).resolve()), "keys": list(table.columns)},
+        "configured_statistics": list(config.features.statistics),
         "measure": "point F1 over the test files' events, each taking the decision of the "
                    "earliest-closing window that holds it (as in streamad evaluate)",
         "candidates": len(candidates),
         "leave_one_key_out": [dataclasses.asdict(r) for r in held_out],
         "held_out_mean_f1": float(np.mean([r.held_out_f1 for r in held_out])),
         "chosen_on_all_keys": {"candidate": chosen, "in_sample_mean_f1": chosen_f1,
-                               "model": by_name[chosen].model_settings()},
+                               "settings": by_name[chosen].settings()},
         "configured": {"candidate": configured.name,
                        "in_sample_mean_f1": float(table.loc[configured.name].mean())},
         "f1": {name: row.to_dict() for name, row in table.iterrows()},
-        "settings": {c.name: c.model_settings() for c in candidates},
+        "settings": {c.name: c.settings() for c in candidates},
     }
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -158,11 +193,15 @@ def tune(config: JobConfig, data_dir: Path, output_dir: Path, kinds: Sequence[st
 def markdown_report(report: dict, table: pd.DataFrame, top: int = 10) -> str:
     keys = report["data"]["keys"]
     chosen = report["chosen_on_all_keys"]
+    tries_statistics = any("features" in s for s in report["settings"].values())
     lines = [
         f"# Tuning on {len(keys)} keys of {report['data']['folder']}",
         "",
-        f"{report['candidates']} candidates (scorer x cap x unsupervised threshold rule), "
-        f"each measured by {report['measure']}.",
+        f"{report['candidates']} candidates (scorer x cap x unsupervised threshold rule"
+        + (" x window statistics" if tries_statistics else "")
+        + f"), each measured by {report['measure']}."
+        + (f" A candidate without statistics in its name uses the configured ones "
+           f"({'+'.join(report['configured_statistics'])})." if tries_statistics else ""),
         "",
         "## Leave one key out: what tuning gives on a key it was not tuned on",
         "",
@@ -185,8 +224,9 @@ def markdown_report(report: dict, table: pd.DataFrame, top: int = 10) -> str:
         "in the configuration:",
         "",
         "```yaml",
-        "model:",
-        *[f"  {name}: {value}" for name, value in chosen["model"].items()],
+        *[line for section, keys in chosen["settings"].items()
+          for line in [f"{section}:", *(f"  {name}: {_yaml_value(value)}"
+                                        for name, value in keys.items())]],
         "```",
         "",
         f"## The {min(top, len(table))} best candidates in sample",
@@ -200,3 +240,8 @@ def markdown_report(report: dict, table: pd.DataFrame, top: int = 10) -> str:
         lines.append(f"| {name} | {row['mean']:.3f} | "
                      + " | ".join(f"{row[k]:.3f}" for k in keys) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _yaml_value(value) -> str:
+    """A setting as the configuration file writes it (a list in flow style)."""
+    return f"[{', '.join(map(str, value))}]" if isinstance(value, list) else str(value)

@@ -35,6 +35,10 @@ def test_tune_says_what_is_wrong(labeled_folder, tmp_path, capsys):
         capsys.readouterr().err)
     assert main(["tune", "--data-dir", str(labeled_folder), "--multiples", "20,0.5"]) == 1
     assert "--multiples 20,0.5: median_multiple must be above 1" in capsys.readouterr().err
+    assert main(["tune", "--data-dir", str(labeled_folder), "--statistics", "mean;mean,median"]
+                ) == 1
+    assert ("--statistics mean,median: features.statistics has 'median'; allowed: mean, std"
+            in capsys.readouterr().err)
     (labeled_folder / "machine-3-3_train.csv").unlink()
     assert main(["tune", "--data-dir", str(labeled_folder), "--output", str(tmp_path / "o"),
                  "--no-progress"]) == 1
@@ -47,13 +51,16 @@ def test_tune_chooses_on_other_keys_and_agrees_with_evaluate(labeled_folder, tmp
     out = tmp_path / "tuning"
     code = main(["tune", "--data-dir", str(labeled_folder), "--output", str(out),
                  "--kinds", "pca,iforest", "--caps", "10", "--rates", "0.005,0.02",
-                 "--pot-risks", "0.001", "--multiples", "20,40", "--no-progress"])
+                 "--pot-risks", "0.001", "--multiples", "20,50", "--no-progress",
+                 "--statistics", "mean,std;mean,std,min,max,last"])
     assert code == 0
     report = json.loads((out / "tuning.json").read_text())
-    # pca: 2 rates + 1 risk + 2 multiples (40: the configured one); iforest's score has no
-    # natural zero, so no multiple
-    assert report["candidates"] == 8
+    # pca: 2 rates + 1 risk + 2 multiples (50: the configured one); iforest's score has no
+    # natural zero, so no multiple; each for the configured statistics (the second set given)
+    # and for mean+std
+    assert report["candidates"] == 2 * 8
     assert not any(name.startswith("iforest") and "median" in name for name in report["f1"])
+    assert sum(name.endswith(", mean+std") for name in report["f1"]) == 8
     held_out = {r["key"]: r for r in report["leave_one_key_out"]}
     assert set(held_out) == {"machine-2-7", "machine-3-3"}
     f1 = report["f1"]
@@ -63,17 +70,24 @@ def test_tune_chooses_on_other_keys_and_agrees_with_evaluate(labeled_folder, tmp
         assert f1[result["chosen"]][other] == max(row[other] for row in f1.values())
         assert result["held_out_f1"] == f1[result["chosen"]][key]
 
-    # The F1 tune measured for a candidate is the one evaluate gives when configured with it.
+    # The F1 tune measured for a candidate is the one evaluate gives when configured with it:
+    # the one chosen for a key, and one made of other window statistics.
     key, result = next(iter(held_out.items()))
-    model = report["settings"][result["chosen"]]
-    for name, value in model.items():
-        monkeypatch.setenv(f"STREAMAD__MODEL__{name.upper()}", str(value))
-    evaluated = tmp_path / "evaluation"
-    assert main(["evaluate", "--data-dir", str(labeled_folder), "--output", str(evaluated),
-                 "--no-plots", "--no-progress", "--no-baselines"]) == 0
-    evaluation = json.loads((evaluated / "evaluation.json").read_text())
-    assert evaluation["rows"][0]["per_key"][key]["f1"] == pytest.approx(result["held_out_f1"])
-    assert "Mean held-out point F1" in (out / "tuning.md").read_text()
+    for candidate in (result["chosen"], "pca, cap 10, 20 x median, mean+std"):
+        with monkeypatch.context() as environment:
+            for section, settings in report["settings"][candidate].items():
+                for name, value in settings.items():
+                    environment.setenv(f"STREAMAD__{section.upper()}__{name.upper()}",
+                                       json.dumps(value))
+            evaluated = tmp_path / "evaluation"
+            assert main(["evaluate", "--data-dir", str(labeled_folder), "--output",
+                         str(evaluated), "--no-plots", "--no-progress", "--no-baselines"]) == 0
+        evaluation = json.loads((evaluated / "evaluation.json").read_text())
+        assert evaluation["rows"][0]["per_key"][key]["f1"] == pytest.approx(
+            report["f1"][candidate][key])
+    tuning_md = (out / "tuning.md").read_text()
+    assert "Mean held-out point F1" in tuning_md
+    assert "x window statistics" in tuning_md
 
 
 def test_tune_help_states_the_grid_tune_uses():
