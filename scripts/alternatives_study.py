@@ -24,7 +24,9 @@ each key's test stream instead of its train half: a fixed share of the key's tes
 the key's scores of the days before it (causal, the "anomaly likelihood" kind of rule). Its
 last row keeps the train half's multiple but holds it: once a window passes the multiple, the
 key's windows stay flagged while their score stays above a share of it (hysteresis, the
-"keep firing until it has clearly recovered" of alerting rules).
+"keep firing until it has clearly recovered" of alerting rules). The rows after it raise the
+multiple when the key's recent scores run high: the threshold is the larger of the multiple
+and a factor times a quantile of the key's scores over the trailing days.
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ TRAILING_Z = (2, 3, 4, 5, 6)
 # of that multiple. A share of 1 is the plain rule.
 HELD_MULTIPLES = (30, 40, 50, 60, 80, 100)
 HELD_SHARES = (1.0, 0.5, 0.3, 0.2, 0.1)
+# The raised threshold: the larger of a floor (a multiple of the key's median training score)
+# and a factor times a quantile of its scores over the trailing days. A factor of 0 is the
+# plain rule.
+RAISED_FLOORS = (5, 8, 10, 15, 20, 30, 40, 50)
+RAISED_STATISTICS = (0.5, 0.9, 0.99)
+RAISED_FACTORS = (0, 1.5, 2, 3, 5)
+RAISED_DAYS = (1, 3)
 
 
 @dataclasses.dataclass
@@ -225,6 +234,30 @@ class Variants:
         return fitted(self.run.with_statistics(statistics), self.settings)
 
 
+def each_key_in_time(scores: Scores):
+    """Per key: the positions of its test windows in time order, and its train and test
+    windows' scores in time order."""
+    run = scores.run
+    train_keys, test_keys = scores.keys(train=True), scores.keys(train=False)
+    train_starts = run.aggregates.loc[run.is_train, "window_start_ms"].to_numpy()
+    test_starts = run.aggregates.loc[~run.is_train, "window_start_ms"].to_numpy()
+    for key in np.unique(test_keys):
+        in_test = np.flatnonzero(test_keys == key)
+        in_test = in_test[np.argsort(test_starts[in_test])]
+        in_train = np.flatnonzero(train_keys == key)
+        train_in_time = scores.train[in_train[np.argsort(train_starts[in_train])]]
+        yield in_test, train_in_time, scores.test[in_test]
+
+
+def before_each(train_in_time: np.ndarray, test_in_time: np.ndarray, windows: int,
+                aggregate: Callable, min_periods: int = 1) -> np.ndarray:
+    """For each test window, `aggregate` of the key's `windows` windows before it (the train
+    half's last windows before the first test window): causal."""
+    series = pd.Series(np.concatenate([train_in_time[-windows:], test_in_time]))
+    before = aggregate(series.rolling(windows, min_periods=min_periods)).shift(1)
+    return before.iloc[-len(test_in_time):].to_numpy()
+
+
 def stream_threshold_tables(scores: Scores) -> dict[str, pd.DataFrame]:
     """Point F1 (parameters x keys) of the threshold rules that follow each key's test
     scores: a share of its test windows flagged, chosen with hindsight (the windows above
@@ -233,28 +266,18 @@ def stream_threshold_tables(scores: Scores) -> dict[str, pd.DataFrame]:
     run = scores.run
     windows_a_day = 86400 // run.config.window.effective_slide_s
     test_windows = run.aggregates.loc[~run.is_train]
-    train_keys, test_keys = scores.keys(train=True), scores.keys(train=False)
-    train_starts = run.aggregates.loc[run.is_train, "window_start_ms"].to_numpy()
-    test_starts = test_windows["window_start_ms"].to_numpy()
 
     rank_in_test = np.empty(len(test_windows))
     trailing_z = {days: np.empty(len(test_windows)) for days in TRAILING_DAYS}
-    for key in np.unique(test_keys):
-        in_test = np.flatnonzero(test_keys == key)
-        test_scores = scores.test[in_test]
+    for in_test, train_in_time, test_scores in each_key_in_time(scores):
         # The share of the key's test windows that score below each one.
         rank_in_test[in_test] = np.searchsorted(np.sort(test_scores), test_scores,
                                                 side="left") / len(test_scores)
-        in_train = np.flatnonzero(train_keys == key)
-        train_in_time = np.log1p(scores.train[in_train[np.argsort(train_starts[in_train])]])
-        test_order = np.argsort(test_starts[in_test])
+        train_log, test_log = np.log1p(train_in_time), np.log1p(test_scores)
         for days in TRAILING_DAYS:
-            history = windows_a_day * days
-            series = pd.Series(np.concatenate([train_in_time[-history:],
-                                               np.log1p(test_scores[test_order])]))
-            before = series.rolling(history, min_periods=2).agg(["mean", "std"]).shift(1)
-            z = ((series - before["mean"]) / before["std"]).to_numpy()[-len(in_test):]
-            trailing_z[days][in_test[test_order]] = z
+            before = before_each(train_log, test_log, windows_a_day * days,
+                                 lambda rolling: rolling.agg(["mean", "std"]), min_periods=2)
+            trailing_z[days][in_test] = (test_log - before[:, 0]) / before[:, 1]
 
     columns = {"rank": rank_in_test}
     columns.update({f"z{days}": z for days, z in trailing_z.items()})
@@ -293,21 +316,52 @@ def held_threshold_table(scores: Scores) -> pd.DataFrame:
     run = scores.run
     test_windows = run.aggregates.loc[~run.is_train]
     multiples = over_key_medians(scores).test
-    keys = scores.keys(train=False)
-    starts = test_windows["window_start_ms"].to_numpy()
     parameters = [(multiple, share) for multiple in HELD_MULTIPLES for share in HELD_SHARES]
     names = [f"{multiple} x, held to {share:g}" for multiple, share in parameters]
     flagged = np.zeros((len(test_windows), len(parameters)))
-    for key in np.unique(keys):
-        rows = np.flatnonzero(keys == key)
-        rows = rows[np.argsort(starts[rows])]
+    for in_test, _, _ in each_key_in_time(scores):
         for column, (multiple, share) in enumerate(parameters):
-            flagged[rows, column] = held_flags(multiples[rows], multiple, share)
+            flagged[in_test, column] = held_flags(multiples[in_test], multiple, share)
+    return flags_f1(run, flagged, names)
+
+
+def flags_f1(run: WindowedRun, flagged: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Point F1 (names x keys) of test-window flags (windows x names, 1 = flagged)."""
+    test_windows = run.aggregates.loc[~run.is_train]
     points = points_of(run.data, test_windows,
                        pd.DataFrame(flagged, columns=names, index=test_windows.index),
                        run.config)
     return pd.concat([flagged_f1(run, points, name, [0.5], [name],
                                  lambda values, half: values > half) for name in names])
+
+
+def raised_threshold_tables(scores: Scores) -> dict[str, pd.DataFrame]:
+    """Point F1 ((floor, statistic, factor) x keys) of a threshold that rises with the key's
+    recent scores: the larger of a multiple of its median training score (the floor) and a
+    factor times a statistic of its scores over the trailing days (causal), one table per
+    number of days. A factor of 0 is the plain multiple."""
+    run = scores.run
+    windows_a_day = 86400 // run.config.window.effective_slide_s
+    multiples = over_key_medians(scores)
+    test = multiples.test
+    tables = {}
+    for days in RAISED_DAYS:
+        trailing = {statistic: np.empty(len(test)) for statistic in RAISED_STATISTICS}
+        for in_test, train_in_time, test_in_time in each_key_in_time(multiples):
+            for statistic in RAISED_STATISTICS:
+                trailing[statistic][in_test] = before_each(
+                    train_in_time, test_in_time, windows_a_day * days,
+                    lambda rolling: rolling.quantile(statistic))
+        parameters = [(floor, statistic, factor) for floor in RAISED_FLOORS
+                      for statistic in RAISED_STATISTICS for factor in RAISED_FACTORS
+                      if factor > 0 or statistic == RAISED_STATISTICS[0]]
+        names = [f"{floor} x" if factor == 0 else
+                 f"{floor} x, raised to {factor:g} x the trailing {statistic:g} quantile"
+                 for floor, statistic, factor in parameters]
+        flagged = np.stack([test > np.maximum(floor, factor * trailing[statistic])
+                            for floor, statistic, factor in parameters], axis=1)
+        tables[days] = flags_f1(run, flagged.astype(float), names)
+    return tables
 
 
 def with_window(run: WindowedRun, size_s: int, slide_s: int) -> Scores:
@@ -385,11 +439,16 @@ def main() -> None:
             f"{config.window.size_s // 60} by {config.window.effective_slide_s // 60})",
             with_window(run, size_s, slide_s))
 
+    multiples = over_key_medians(variants.configured)
     say("\nThe configured score, with a threshold that follows each key's test stream "
-        "instead of a multiple of its median training score, and (last row) with the "
-        "multiple held while the score stays above a share of it. The share of each key's test "
-        "minutes labeled anomalous: " + ", ".join(
-            f"{key} {np.mean(labels):.1%}" for key, labels in run.labels.items()) + ".\n")
+        "instead of a multiple of its median training score, and (last rows) with the "
+        "multiple held while the score stays above a share of it, or raised with the key's "
+        "recent scores. The share of each key's test minutes labeled anomalous: " + ", ".join(
+            f"{key} {np.mean(labels):.1%}" for key, labels in run.labels.items())
+        + ". Each key's median test window score, in multiples of its median training "
+        "window score: " + ", ".join(
+            f"{key} {np.median(multiples.test[multiples.keys(train=False) == key]):.1f}"
+            for key in run.labels) + ".\n")
     say("| threshold rule | parameter chosen in sample | its F1 | per key | held-out F1 "
         "(leave one key out) | parameters tried |")
     say("|---|---|---|---|---|---|")
@@ -400,6 +459,13 @@ def main() -> None:
                   held_threshold_table(variants.configured),
                   f"multiples {', '.join(map(str, HELD_MULTIPLES))}, each with shares "
                   f"{', '.join(f'{share:g}' for share in HELD_SHARES)}"))
+    for days, table in raised_threshold_tables(variants.configured).items():
+        rules.append((f"a multiple of the key's median training score, raised to a factor "
+                      f"times a quantile of its scores over the last {days} "
+                      f"day{'s' if days > 1 else ''} (causal)", table,
+                      f"floors {', '.join(map(str, RAISED_FLOORS))} x median; quantiles "
+                      f"{', '.join(f'{q:g}' for q in RAISED_STATISTICS)}; factors "
+                      f"{', '.join(f'{f:g}' for f in RAISED_FACTORS)}"))
     for name, table, tried in rules:
         best, best_f1, held_out, per_key = chosen_in_sample_and_held_out(table)
         say(f"| {name} | {best} | {best_f1:.3f} | {per_key} | {held_out:.3f} | {tried} |")

@@ -14,13 +14,19 @@ KEYS = ("machine-2-7", "machine-3-3")  # the labeled_folder fixture's keys, in o
 
 
 @pytest.fixture
-def evaluated(labeled_folder, tmp_path):
-    """evaluate's point F1 of the configured detector, per key, on labeled_folder."""
+def evaluation(labeled_folder, tmp_path):
+    """evaluate's report of the configured detector on labeled_folder."""
     from streamad.cli import main
     output = tmp_path / "evaluation"
     assert main(["evaluate", "--data-dir", str(labeled_folder), "--output", str(output),
                  "--no-plots", "--no-progress", "--no-baselines"]) == 0
-    per_key = json.loads((output / "evaluation.json").read_text())["rows"][0]["per_key"]
+    return json.loads((output / "evaluation.json").read_text())
+
+
+@pytest.fixture
+def evaluated(evaluation):
+    """evaluate's point F1 of the configured detector, per key, on labeled_folder."""
+    per_key = evaluation["rows"][0]["per_key"]
     return {key: per_key[key]["f1"] for key in KEYS}
 
 
@@ -55,13 +61,18 @@ def test_alternatives_study_starts_from_the_configured_detector(labeled_folder, 
         assert float(rows[name][2]) <= ceiling + 1e-3, name
     threshold_rules = [name for name, cells in rows.items() if len(cells) == 5
                        and name != "threshold rule"]
-    assert len(threshold_rules) == 5  # four that follow the test stream, and the held one
+    # four that follow the test stream, the held one and two raised ones
+    assert len(threshold_rules) == 7
     for name in threshold_rules:
         assert 0.0 <= float(rows[name][1]) <= 1.0, name
-    # The held rule's candidates include the configured multiple held to 1 (not held), which
-    # is the configured rule, so its best in sample cannot be below the configured F1.
-    held = next(name for name in threshold_rules if "hysteresis" in name)
-    assert float(rows[held][1]) >= float(rows["none (the configured detector)"][0]) - 1e-9
+    # The held rule's candidates include the configured multiple held to 1 (not held), and the
+    # raised rules' the configured multiple raised by a factor 0 (not raised): each is the
+    # configured rule, so their best in sample cannot be below the configured F1.
+    held_or_raised = [name for name in threshold_rules if "hysteresis" in name
+                      or "raised" in name]
+    assert len(held_or_raised) == 3
+    for name in held_or_raised:
+        assert float(rows[name][1]) >= float(rows["none (the configured detector)"][0]) - 1e-9
 
 
 @pytest.mark.parametrize("study, configured_row", [
@@ -82,3 +93,21 @@ def test_scale_study_row_for_the_configured_scale_is_evaluates(labeled_folder, t
     cells = rows["tail, q = 0.999 (a decade around q)"]  # the configured scale
     assert cells[0] == mean_of(evaluated)
     assert cells[1:1 + len(KEYS)] == [f"{evaluated[key]:.2f}" for key in KEYS]
+
+
+def test_explanation_study_starts_from_the_configured_explanations(labeled_folder, tmp_path,
+                                                                   evaluation):
+    rows = run_study("explanation_study", labeled_folder, tmp_path)
+    configured = next(cells for name, cells in rows.items() if name.startswith("as configured"))
+    explained = evaluation["explanations"]
+    assert configured[:2] == [f"{explained['mean']['hit_rate_100']:.3f}",
+                              f"{explained['mean']['hit_rate_150']:.3f}"]
+    assert configured[-1].split() == [f"{explained[key]['hit_rate_150']:.2f}" for key in KEYS]
+    rankings = [name for name, cells in rows.items() if len(cells) == 5 and name != "ranking"]
+    # configured, the study's rarity, three other readings and three of each trailing length
+    assert len(rankings) == 14
+    for name in rankings:
+        assert 0.0 <= float(rows[name][1]) <= 1.0, name
+    # one row per key for its longest labeled segment, its labeled metrics' rarity as a range
+    for key in KEYS:
+        assert rows[key][2].startswith("1 in "), rows[key]
