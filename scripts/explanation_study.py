@@ -85,6 +85,8 @@ class StudyRarity:
     @staticmethod
     def _feature_decades(train, test, train_hours, test_hours, hourly_normal, hourly_tail,
                          signed, sd_tie_break) -> np.ndarray:
+        """One feature of one key: each test window's rarity in decades against the key's
+        training windows (`decades` says how)."""
         if hourly_normal:
             medians = pd.Series(train).groupby(train_hours).median()
             train_normal = medians.reindex(train_hours).to_numpy()
@@ -120,9 +122,9 @@ class StudyRarity:
         frame = pd.DataFrame(decades, index=test.index)
         order = np.lexsort((test["window_start_ms"].to_numpy(), self.keys[self.test_rows]))
         ordered = frame.iloc[order]
-        averaged = ordered.groupby(self.keys[self.test_rows][order]).transform(
+        rolled = ordered.groupby(self.keys[self.test_rows][order]).transform(
             lambda column: getattr(column.rolling(windows, min_periods=1), how)())
-        return averaged.reindex(test.index).to_numpy()
+        return rolled.reindex(test.index).to_numpy()
 
 
 def longest_segments(run: WindowedRun, points: dict, metrics: list[str]) -> list[str]:
