@@ -22,7 +22,7 @@ A second table keeps the configured score and replaces the threshold with rules 
 each key's test stream instead of its train half: a fixed share of the key's test windows
 (with hindsight, as no streaming rule could), and a z-score of the window's score against
 the key's scores of the days before it (causal, the "anomaly likelihood" kind of rule). Its
-last row keeps the train half's multiple but holds it: once a window passes the multiple, the
+fifth row keeps the train half's multiple but holds it: once a window passes the multiple, the
 key's windows stay flagged while their score stays above a share of it (hysteresis, the
 "keep firing until it has clearly recovered" of alerting rules). The rows after it raise the
 multiple when the key's recent scores run high: the threshold is the larger of the multiple
@@ -335,7 +335,7 @@ def flags_f1(run: WindowedRun, flagged: np.ndarray, names: list[str]) -> pd.Data
                                  lambda values, half: values > half) for name in names])
 
 
-def raised_threshold_tables(scores: Scores) -> dict[str, pd.DataFrame]:
+def raised_threshold_tables(scores: Scores) -> dict[int, pd.DataFrame]:
     """Point F1 ((floor, statistic, factor) x keys) of a threshold that rises with the key's
     recent scores: the larger of a multiple of its median training score (the floor) and a
     factor times a statistic of its scores over the trailing days (causal), one table per
