@@ -136,6 +136,26 @@ def wait_for(check, timeout_s: float, what: str, interval_s: float = 2.0):
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
+def wait_for_count(count, target: int, stalled_s: float, timeout_s: float, what: str,
+                   interval_s: float = 2.0) -> int:
+    """Wait until `count()` reaches `target` for as long as it keeps growing, at most
+    `timeout_s`: it fails once it has not grown for `stalled_s`, so a slow (shared, loaded)
+    machine is not mistaken for a stuck job, and the message says how far it got."""
+    start = last_growth = time.monotonic()
+    best = -1
+    while True:
+        current = count()
+        if current >= target:
+            return current
+        now = time.monotonic()
+        if current > best:
+            best, last_growth = current, now
+        if now - last_growth > stalled_s or now - start > timeout_s:
+            raise AssertionError(f"{what}: {best} of {target} after {now - start:.0f} s, the "
+                                 f"last new one {now - last_growth:.0f} s ago")
+        time.sleep(interval_s)
+
+
 def assert_points_match(points: pd.DataFrame, expected: pd.DataFrame, key_field: str) -> None:
     """Window for window and key for key, the job's InfluxDB points equal the offline result."""
     got = points.rename(columns={key_field: "key", "time": "window_end_ms"})

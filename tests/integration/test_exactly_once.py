@@ -19,7 +19,8 @@ from streamad.stack import flink, process
 
 from .helpers import (assert_alerts_match, assert_points_match, expected_alerts,
                       expected_windows, influx_count,
-                      influx_points, iso, produce, read_json_topic, wait_for)
+                      influx_points, iso, produce, read_json_topic, wait_for,
+                      wait_for_count)
 
 
 def _checkpoints_completed(config, job_id) -> int:
@@ -61,8 +62,10 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
         for partition in range(config.kafka.partitions):
             produce(config, [(b"flush", flush)], partition=partition)
 
-        wait_for(lambda: influx_count(config) >= len(expected), 300,
-                 f"{len(expected)} window scores in InfluxDB")
+        # After the restart the Python workers start again and the job replays from its
+        # checkpoint: on a loaded machine that takes minutes, so wait while points arrive.
+        wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
+                       timeout_s=900, what="window scores in InfluxDB")
         wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
                  >= len(want), 120, f"{len(want)} committed alerts")
         # Two more checkpoints: any duplicate a faulty sink would commit shows up by then.
