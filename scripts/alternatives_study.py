@@ -26,7 +26,10 @@ fifth row keeps the train half's multiple but holds it: once a window passes the
 key's windows stay flagged while their score stays above a share of it (hysteresis, the
 "keep firing until it has clearly recovered" of alerting rules). The rows after it raise the
 multiple when the key's recent scores run high: the threshold is the larger of the multiple
-and a factor times a quantile of the key's scores over the trailing days.
+and a factor times a quantile of the key's scores over the trailing days. The last rows put
+the threshold at the natural break in the key's own scores: where its highest scores split
+best into two groups (Otsu's criterion, as image thresholding uses), which needs no multiple
+at all.
 """
 
 from __future__ import annotations
@@ -71,6 +74,12 @@ RAISED_FLOORS = (5, 8, 10, 15, 20, 30, 40, 50)
 RAISED_STATISTICS = (0.5, 0.9, 0.99)
 RAISED_FACTORS = (0, 1.5, 2, 3, 5)
 RAISED_DAYS = (1, 3)
+# The natural break: the threshold between the two groups (Otsu's criterion, over this many
+# histogram bins) of the key's log scores above a quantile of them, over its whole test (with
+# hindsight) or over its last days of scores (causal, recomputed every hour).
+BREAK_QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+BREAK_BINS = 128
+BREAK_DAYS = (7, 14)
 
 
 @dataclasses.dataclass
@@ -364,6 +373,56 @@ def raised_threshold_tables(scores: Scores) -> dict[int, pd.DataFrame]:
     return tables
 
 
+def natural_break(values: np.ndarray, bins: int = BREAK_BINS) -> float:
+    """The value that splits `values` into the two groups furthest apart for their sizes
+    (Otsu's criterion: the largest between-group variance over a histogram's bin edges): the
+    top of the lower group, where a gap between the groups splits them equally well anywhere.
+
+    >>> round(natural_break(np.array([1.0, 1.1, 0.9, 1.0, 5.0, 5.2, 4.9])), 1)
+    1.1
+    """
+    counts, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(counts)
+    above = below[-1] - below
+    mass_below = np.cumsum(counts * centres)
+    mean_below = mass_below / np.maximum(below, 1)
+    mean_above = (mass_below[-1] - mass_below) / np.maximum(above, 1)
+    between = below * above * (mean_below - mean_above) ** 2
+    return float(edges[np.argmax(between) + 1])
+
+
+def natural_break_tables(scores: Scores) -> dict[str, pd.DataFrame]:
+    """Point F1 (quantiles x keys) of flagging the windows above the natural break in the
+    key's log scores above their quantile: over all its test scores (with hindsight), and
+    over its scores of the last days before each window, the train half's first (causal)."""
+    run = scores.run
+    windows_an_hour = 3600 // run.config.window.effective_slide_s
+    windows_a_day = 24 * windows_an_hour
+    names = [f"{q:g}" for q in BREAK_QUANTILES]
+    hindsight = np.zeros((len(scores.test), len(BREAK_QUANTILES)))
+    causal = {days: np.zeros_like(hindsight) for days in BREAK_DAYS}
+    for in_test, train_in_time, test_in_time in each_key_in_time(scores):
+        test_log = np.log(test_in_time)
+        history = np.concatenate([np.log(train_in_time), test_log])
+        for column, q in enumerate(BREAK_QUANTILES):
+            top = test_log[test_log > np.quantile(test_log, q)]
+            hindsight[in_test, column] = test_log > natural_break(top)
+            for days, flagged in causal.items():
+                for start in range(0, len(test_log), windows_an_hour):
+                    end = len(train_in_time) + start
+                    trailing = history[max(0, end - days * windows_a_day):end]
+                    cut = natural_break(trailing[trailing > np.quantile(trailing, q)])
+                    hour = slice(start, start + windows_an_hour)
+                    flagged[in_test[hour], column] = test_log[hour] > cut
+    tables = {"the natural break in the key's log scores above their quantile, over all its "
+              "test scores, with hindsight": flags_f1(run, hindsight, names)}
+    for days, flagged in causal.items():
+        tables[f"the natural break in the key's log scores above their quantile, over its "
+               f"last {days} days, causal"] = flags_f1(run, flagged, names)
+    return tables
+
+
 def with_window(run: WindowedRun, size_s: int, slide_s: int) -> Scores:
     config = run.config
     config = dataclasses.replace(config, window=dataclasses.replace(
@@ -442,8 +501,9 @@ def main() -> None:
     multiples = over_key_medians(variants.configured)
     say("\nThe configured score, with a threshold that follows each key's test stream "
         "instead of a multiple of its median training score, and (last rows) with the "
-        "multiple held while the score stays above a share of it, or raised with the key's "
-        "recent scores. The share of each key's test minutes labeled anomalous: " + ", ".join(
+        "multiple held while the score stays above a share of it, raised with the key's "
+        "recent scores, or replaced by the natural break in the key's own scores. The share "
+        "of each key's test minutes labeled anomalous: " + ", ".join(
             f"{key} {np.mean(labels):.1%}" for key, labels in run.labels.items())
         + ". Each key's median test window score, in multiples of its median training "
         "window score: " + ", ".join(
@@ -466,6 +526,8 @@ def main() -> None:
                       f"floors {', '.join(map(str, RAISED_FLOORS))} x median; quantiles "
                       f"{', '.join(f'{q:g}' for q in RAISED_STATISTICS)}; factors "
                       f"{', '.join(f'{f:g}' for f in RAISED_FACTORS)}"))
+    for name, table in natural_break_tables(variants.configured).items():
+        rules.append((name, table, f"quantiles {', '.join(table.index)}"))
     for name, table, tried in rules:
         best, best_f1, held_out, per_key = chosen_in_sample_and_held_out(table)
         say(f"| {name} | {best} | {best_f1:.3f} | {per_key} | {held_out:.3f} | {tried} |")

@@ -34,7 +34,7 @@ from models.evaluation import precision_recall_f1
 from models.detector import DetectorSettings, threshold_fits_scorer
 from models.threshold import ThresholdRule
 from models.tuning import best_candidate, leave_one_key_out
-from streamad.config import ConfigError, FeaturesConfig, JobConfig
+from streamad.config import ConfigError, JobConfig
 from streamad.evaluate import EvaluationError, WindowedRun, find_keys
 
 DEFAULT_CAPS = (5.0, 10.0)
@@ -66,21 +66,25 @@ class Candidate:
         return settings
 
 
-def statistics_sets_of(sets: Sequence[Sequence[str]], configured: Sequence[str]
+def statistics_sets_of(sets: Sequence[Sequence[str]], config: JobConfig
                        ) -> list[tuple[str, ...] | None]:
-    """The window statistics to try, each checked as the configuration checks
+    """The window statistics to try, each checked as `config` with it as its
     ``features.statistics``; the configured set is None, and comes first.
 
-    >>> statistics_sets_of([["mean", "std"], ["mean", "max"]], ("mean", "max"))
+    >>> from streamad.config import load_config
+    >>> config = load_config()
+    >>> statistics_sets_of([["mean", "std"], list(config.features.statistics)], config)
     [None, ('mean', 'std')]
     """
     checked = []
     for statistics in sets:
         try:
-            FeaturesConfig(statistics=tuple(statistics))._validate()
+            dataclasses.replace(config, features=dataclasses.replace(
+                config.features, statistics=tuple(statistics)))
         except ConfigError as error:
             raise EvaluationError(f"--statistics {','.join(statistics)}: {error}") from None
-        checked.append(None if tuple(statistics) == tuple(configured) else tuple(statistics))
+        same = tuple(statistics) == tuple(config.features.statistics)
+        checked.append(None if same else tuple(statistics))
     return [None] + [s for s in dict.fromkeys(checked) if s is not None]
 
 
@@ -163,7 +167,7 @@ def tune(config: JobConfig, data_dir: Path, output_dir: Path, kinds: Sequence[st
     `statistics` are sets of window statistics to try beside the configured ones."""
     configured = configured_candidate(config)
     candidates = candidates_of(kinds, caps, rates, pot_risks, multiples, configured,
-                               statistics_sets_of(statistics, config.features.statistics))
+                               statistics_sets_of(statistics, config))
     table = f1_table(windowed_keys(config, data_dir), candidates, progress=progress)
     held_out = leave_one_key_out(table)
     chosen, chosen_f1 = best_candidate(table)

@@ -61,8 +61,8 @@ def test_alternatives_study_starts_from_the_configured_detector(labeled_folder, 
         assert float(rows[name][2]) <= ceiling + 1e-3, name
     threshold_rules = [name for name, cells in rows.items() if len(cells) == 5
                        and name != "threshold rule"]
-    # four that follow the test stream, the held one and two raised ones
-    assert len(threshold_rules) == 7
+    # four that follow the test stream, the held one, two raised ones and three natural breaks
+    assert len(threshold_rules) == 10
     for name in threshold_rules:
         assert 0.0 <= float(rows[name][1]) <= 1.0, name
     # The held rule's candidates include the configured multiple held to 1 (not held), and the
