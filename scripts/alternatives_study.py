@@ -375,8 +375,9 @@ def raised_threshold_tables(scores: Scores) -> dict[int, pd.DataFrame]:
 
 def natural_break(values: np.ndarray, bins: int = BREAK_BINS) -> float:
     """The value that splits `values` into the two groups furthest apart for their sizes
-    (Otsu's criterion: the largest between-group variance over a histogram's bin edges): the
-    top of the lower group, where a gap between the groups splits them equally well anywhere.
+    (Otsu's criterion: the largest between-group variance over a histogram's bin edges). Every
+    edge in an empty gap between the groups splits them alike, and the lowest is taken: the
+    top of the lower group.
 
     >>> round(natural_break(np.array([1.0, 1.1, 0.9, 1.0, 5.0, 5.2, 4.9])), 1)
     1.1

@@ -41,6 +41,19 @@ def test_train_on_missing_data_folder_is_a_clear_error(tmp_path, capsys):
     assert "no *_train.csv.gz files in" in capsys.readouterr().err
 
 
+def test_a_server_not_answering_is_a_clear_error(monkeypatch, capsys):
+    import socket
+    with socket.socket() as unused:  # a port nothing listens on once this closes
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    monkeypatch.setenv("STREAMAD__FLINK__REST_URL", f"http://127.0.0.1:{port}")
+    assert main(["submit"]) == 1
+    error = capsys.readouterr().err
+    assert (f"Flink's REST API did not answer GET http://127.0.0.1:{port}/jobs/overview"
+            in error)
+    assert "bin/streamad stack status" in error and "Traceback" not in error
+
+
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "streamad.cli", "--help"],
                             capture_output=True, text=True)

@@ -1,7 +1,12 @@
 """Stack processes are started, found and stopped by their PID files: real processes here."""
 
+import http.server
 import os
+import socket
 import sys
+import threading
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -85,3 +90,36 @@ def test_kraft_cluster_ids_never_look_like_options():
     assert len(ids) == 2000
     assert not any(i.startswith("-") for i in ids)
     assert all(len(i) == 22 for i in ids)
+
+
+def test_a_server_that_does_not_answer_is_named_with_where_to_look(state):
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"http://127.0.0.1:{silent.getsockname()[1]}/query"
+        with pytest.raises(process.StackError) as raised:
+            process.open_url(urllib.request.Request(f"{address}?q=SHOW+DATABASES"), 0.5,
+                             "InfluxDB")
+    message = str(raised.value)
+    assert message.startswith(f"InfluxDB did not answer GET {address} (")
+    assert "timed out" in message and str(state / "logs") in message
+
+
+def test_an_http_error_status_is_raised_as_the_server_gave_it(state):
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404, "no such job")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/jobs/x"
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            process.open_url(urllib.request.Request(url), 5, "Flink's REST API")
+        assert raised.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -145,7 +145,7 @@ def stop() -> bool:
 
 def rest(rest_url: str, path: str, method: str = "GET", timeout_s: float = 10) -> dict:
     request = urllib.request.Request(f"{rest_url.rstrip('/')}{path}", method=method)
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+    with process.open_url(request, timeout_s, "Flink's REST API") as response:
         body = response.read()
     return json.loads(body) if body else {}
 

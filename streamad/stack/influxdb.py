@@ -132,7 +132,7 @@ def query(url: str, statement: str, database: str | None = None, method: str = "
     if token:
         request.add_header("Authorization",
                            "Basic " + base64.b64encode(token.encode()).decode())
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with process.open_url(request, 30, "InfluxDB") as response:
         body = json.load(response)
     for result in body.get("results", []):
         if "error" in result:

@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,6 +22,23 @@ log = logging.getLogger(__name__)
 
 class StackError(RuntimeError):
     """A server could not be installed, started or reached; the message says where to look."""
+
+
+def open_url(request: urllib.request.Request, timeout_s: float, server: str):
+    """`urllib.request.urlopen`, where no answer at all (refused, reset, timed out) is a
+    StackError that names `server` and says where to look. An HTTP error status is raised
+    as it is: the server answered."""
+    try:
+        return urllib.request.urlopen(request, timeout=timeout_s)
+    except urllib.error.HTTPError:
+        raise
+    except OSError as error:  # URLError wraps a refused or reset connection
+        reason = getattr(error, "reason", error)
+        # Without the query string: an InfluxQL statement is long, and says nothing here.
+        address = request.full_url.split("?", 1)[0]
+        raise StackError(f"{server} did not answer {request.get_method()} {address} "
+                         f"({reason}). Is it up? `bin/streamad stack status` says what runs, "
+                         f"and the servers' logs are in {logs_dir()}.") from error
 
 
 def state_dir() -> Path:
