@@ -75,10 +75,12 @@ RAISED_STATISTICS = (0.5, 0.9, 0.99)
 RAISED_FACTORS = (0, 1.5, 2, 3, 5)
 RAISED_DAYS = (1, 3)
 # The natural break: the threshold between the two groups (Otsu's criterion, over this many
-# histogram bins) of the key's log scores above a quantile of them, over its whole test (with
-# hindsight) or over its last days of scores (causal, recomputed every hour).
-BREAK_QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+# histogram bins) of the key's log scores above a quantile of them, or above the quantile
+# whose split separates them best, over its whole test (with hindsight) or over its last days
+# of scores (causal, recomputed every hour).
+BREAK_QUANTILES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 BREAK_BINS = 128
+MOST_SEPARABLE = "the quantile whose split is most separable"
 BREAK_DAYS = (7, 14)
 
 
@@ -373,14 +375,16 @@ def raised_threshold_tables(scores: Scores) -> dict[int, pd.DataFrame]:
     return tables
 
 
-def natural_break(values: np.ndarray, bins: int = BREAK_BINS) -> float:
+def natural_break(values: np.ndarray, bins: int = BREAK_BINS) -> tuple[float, float]:
     """The value that splits `values` into the two groups furthest apart for their sizes
-    (Otsu's criterion: the largest between-group variance over a histogram's bin edges). Every
+    (Otsu's criterion: the largest between-group variance over a histogram's bin edges), and
+    how cleanly: the between-group share of the variance (1 for two tight groups). Every
     edge in an empty gap between the groups splits them alike, and the lowest is taken: the
     top of the lower group.
 
-    >>> round(natural_break(np.array([1.0, 1.1, 0.9, 1.0, 5.0, 5.2, 4.9])), 1)
-    1.1
+    >>> cut, separability = natural_break(np.array([1.0, 1.1, 0.9, 1.0, 5.0, 5.2, 4.9]))
+    >>> round(cut, 1), round(separability, 2)
+    (1.1, 1.0)
     """
     counts, edges = np.histogram(values, bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2
@@ -389,8 +393,17 @@ def natural_break(values: np.ndarray, bins: int = BREAK_BINS) -> float:
     mass_below = np.cumsum(counts * centres)
     mean_below = mass_below / np.maximum(below, 1)
     mean_above = (mass_below[-1] - mass_below) / np.maximum(above, 1)
-    between = below * above * (mean_below - mean_above) ** 2
-    return float(edges[np.argmax(between) + 1])
+    between = below * above * (mean_below - mean_above) ** 2 / below[-1] ** 2
+    best = int(np.argmax(between))
+    return float(edges[best + 1]), float(between[best] / max(np.var(values), 1e-12))
+
+
+def natural_breaks(log_scores: np.ndarray) -> list[float]:
+    """The natural break of the scores above each of BREAK_QUANTILES, and last the one of
+    those whose split is the most separable."""
+    splits = [natural_break(log_scores[log_scores > np.quantile(log_scores, q)])
+              for q in BREAK_QUANTILES]
+    return [cut for cut, _ in splits] + [max(splits, key=lambda split: split[1])[0]]
 
 
 def natural_break_tables(scores: Scores) -> dict[str, pd.DataFrame]:
@@ -400,22 +413,19 @@ def natural_break_tables(scores: Scores) -> dict[str, pd.DataFrame]:
     run = scores.run
     windows_an_hour = 3600 // run.config.window.effective_slide_s
     windows_a_day = 24 * windows_an_hour
-    names = [f"{q:g}" for q in BREAK_QUANTILES]
-    hindsight = np.zeros((len(scores.test), len(BREAK_QUANTILES)))
+    names = [f"{q:g}" for q in BREAK_QUANTILES] + [MOST_SEPARABLE]
+    hindsight = np.zeros((len(scores.test), len(names)))
     causal = {days: np.zeros_like(hindsight) for days in BREAK_DAYS}
     for in_test, train_in_time, test_in_time in each_key_in_time(scores):
         test_log = np.log(test_in_time)
+        hindsight[in_test] = test_log[:, None] > np.array(natural_breaks(test_log))
         history = np.concatenate([np.log(train_in_time), test_log])
-        for column, q in enumerate(BREAK_QUANTILES):
-            top = test_log[test_log > np.quantile(test_log, q)]
-            hindsight[in_test, column] = test_log > natural_break(top)
-            for days, flagged in causal.items():
-                for start in range(0, len(test_log), windows_an_hour):
-                    end = len(train_in_time) + start
-                    trailing = history[max(0, end - days * windows_a_day):end]
-                    cut = natural_break(trailing[trailing > np.quantile(trailing, q)])
-                    hour = slice(start, start + windows_an_hour)
-                    flagged[in_test[hour], column] = test_log[hour] > cut
+        for days, flagged in causal.items():
+            for start in range(0, len(test_log), windows_an_hour):
+                end = len(train_in_time) + start
+                cuts = natural_breaks(history[max(0, end - days * windows_a_day):end])
+                hour = slice(start, start + windows_an_hour)
+                flagged[in_test[hour]] = test_log[hour, None] > np.array(cuts)
     tables = {"the natural break in the key's log scores above their quantile, over all its "
               "test scores, with hindsight": flags_f1(run, hindsight, names)}
     for days, flagged in causal.items():
@@ -527,11 +537,16 @@ def main() -> None:
                       f"floors {', '.join(map(str, RAISED_FLOORS))} x median; quantiles "
                       f"{', '.join(f'{q:g}' for q in RAISED_STATISTICS)}; factors "
                       f"{', '.join(f'{f:g}' for f in RAISED_FACTORS)}"))
-    for name, table in natural_break_tables(variants.configured).items():
+    breaks = natural_break_tables(variants.configured)
+    for name, table in breaks.items():
         rules.append((name, table, f"quantiles {', '.join(table.index)}"))
     for name, table, tried in rules:
         best, best_f1, held_out, per_key = chosen_in_sample_and_held_out(table)
         say(f"| {name} | {best} | {best_f1:.3f} | {per_key} | {held_out:.3f} | {tried} |")
+    say(f"\nThe natural break above {MOST_SEPARABLE}, alone (no parameter to choose): "
+        + "; ".join(f"{name.split(', ', 1)[1]} {table.loc[MOST_SEPARABLE].mean():.3f} ("
+                    + " ".join(f"{f1:.2f}" for f1 in table.loc[MOST_SEPARABLE]) + ")"
+                    for name, table in breaks.items()) + ".")
     report.write()
 
 
