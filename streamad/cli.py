@@ -441,14 +441,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a clear one-line reason for people; details with -v
+        from kafka.errors import KafkaConnectionError, KafkaTimeoutError
         from models.artifact import ArtifactError
         from models.data import DataError
         from streamad.evaluate import EvaluationError
         from streamad.jobs_client import SubmitError
-        from streamad.stack.process import StackError
+        from streamad.stack.process import StackError, not_answering
+        if args.verbose:
+            raise
         if isinstance(exc, (ArtifactError, DataError, EvaluationError, SubmitError,
-                            StackError)) and not args.verbose:
+                            StackError)):
             print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
+            print(f"error: {not_answering('Kafka', config.kafka.bootstrap_servers, exc)}",
+                  file=sys.stderr)
             return 1
         raise
 

@@ -1,6 +1,7 @@
 """The command line: help for every command, clear errors, exit codes."""
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -41,16 +42,28 @@ def test_train_on_missing_data_folder_is_a_clear_error(tmp_path, capsys):
     assert "no *_train.csv.gz files in" in capsys.readouterr().err
 
 
-def test_a_server_not_answering_is_a_clear_error(monkeypatch, capsys):
-    import socket
-    with socket.socket() as unused:  # a port nothing listens on once this closes
+def unused_port() -> int:
+    with socket.socket() as unused:  # nothing listens on it once this closes
         unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+        return unused.getsockname()[1]
+
+
+def test_flink_not_answering_is_a_clear_error(monkeypatch, capsys):
+    port = unused_port()
     monkeypatch.setenv("STREAMAD__FLINK__REST_URL", f"http://127.0.0.1:{port}")
     assert main(["submit"]) == 1
     error = capsys.readouterr().err
     assert (f"Flink's REST API did not answer GET http://127.0.0.1:{port}/jobs/overview"
             in error)
+    assert "bin/streamad stack status" in error and "Traceback" not in error
+
+
+def test_kafka_not_answering_is_a_clear_error(monkeypatch, capsys):
+    port = unused_port()
+    monkeypatch.setenv("STREAMAD__KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    assert main(["alerts"]) == 1  # after kafka-python's bootstrap timeout, about 30 s
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: Kafka did not answer 127.0.0.1:{port} (")
     assert "bin/streamad stack status" in error and "Traceback" not in error
 
 

@@ -24,21 +24,25 @@ class StackError(RuntimeError):
     """A server could not be installed, started or reached; the message says where to look."""
 
 
+def not_answering(server: str, address: str, reason) -> StackError:
+    """The error for a server that gave no answer at all, saying where to look."""
+    return StackError(f"{server} did not answer {address} ({reason}). Is it up? `bin/streamad "
+                      f"stack status` says what runs, and the servers' logs are in "
+                      f"{logs_dir()}.")
+
+
 def open_url(request: urllib.request.Request, timeout_s: float, server: str):
-    """`urllib.request.urlopen`, where no answer at all (refused, reset, timed out) is a
-    StackError that names `server` and says where to look. An HTTP error status is raised
-    as it is: the server answered."""
+    """`urllib.request.urlopen`, where no answer at all (refused, reset, timed out) is
+    `not_answering`. An HTTP error status is raised as it is: the server answered."""
     try:
         return urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError:
         raise
     except OSError as error:  # URLError wraps a refused or reset connection
-        reason = getattr(error, "reason", error)
         # Without the query string: an InfluxQL statement is long, and says nothing here.
         address = request.full_url.split("?", 1)[0]
-        raise StackError(f"{server} did not answer {request.get_method()} {address} "
-                         f"({reason}). Is it up? `bin/streamad stack status` says what runs, "
-                         f"and the servers' logs are in {logs_dir()}.") from error
+        raise not_answering(server, f"{request.get_method()} {address}",
+                            getattr(error, "reason", error)) from error
 
 
 def state_dir() -> Path:
