@@ -28,6 +28,26 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def start_group_at_end(bootstrap_servers: str, topic: str, group_id: str) -> int:
+    """Commit `topic`'s end offsets now as consumer group `group_id`'s, so that a job of the
+    group started next reads only what is written after; returns how many messages the group
+    had not read. Only while no job of the group runs: its next checkpoint would commit its
+    own offsets over these."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id,
+                             enable_auto_commit=False, client_id="streamad-start-at-end")
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions)
+        unread = sum(max(ends[tp] - (consumer.committed(tp) or 0), 0) for tp in partitions)
+        consumer.commit({tp: OffsetAndMetadata(ends[tp], "", -1) for tp in partitions})
+        return unread
+    finally:
+        consumer.close()
+
+
 def group_lag(bootstrap_servers: str, topic: str, group_id: str) -> int:
     """Messages of `topic` not yet committed by consumer group `group_id`.
 

@@ -217,7 +217,8 @@ def why_train(config: JobConfig, asked: bool) -> str | None:
 
 def cmd_demo(args, config: JobConfig) -> int:
     from streamad import jobs_client, stack
-    from streamad.alerts import end_offsets, format_alert, group_lag, read_topic
+    from streamad.alerts import (end_offsets, format_alert, group_lag, read_topic,
+                                 start_group_at_end)
     from streamad.replay import encoded, ordered_events, send
     from streamad.stack import flink, influxdb
 
@@ -235,6 +236,15 @@ def cmd_demo(args, config: JobConfig) -> int:
     # Alerts of earlier runs stay in the topic: show only what this run adds.
     alerts_start = end_offsets(config.kafka.bootstrap_servers, config.kafka.alerts_topic)
     _say("== 3/5 Submitting the job to Flink ==")
+    jobs_client.cancel_running(config)
+    # An earlier run stopped before its job had read everything leaves events unread. The
+    # new job would read those first and this run's after them; this run's event times start
+    # over, behind the watermark, and its windows would be dropped as late.
+    unread = start_group_at_end(config.kafka.bootstrap_servers, config.kafka.events_topic,
+                                config.kafka.consumer_group)
+    if unread:
+        _say(f"  {unread:,} events an earlier run left unread stay unread: the job reads "
+             f"this run's replay")
     job_id = jobs_client.submit(config, Path(args.config) if args.config else None, replace=True)
     _say(f"  job {job_id} is running")
     _say("== 4/5 Replaying the SMD test halves into Kafka; alerts as they arrive "

@@ -36,14 +36,11 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
            bounded: bool = False, timeout_s: float = 180) -> str:
     """Submit the job detached to the cluster at flink.rest_url; returns the job id."""
     running = flink.running_jobs(config.flink.rest_url, config.flink.job_name)
-    if running:
-        if not replace:
-            raise SubmitError(
-                f"job {config.flink.job_name!r} already runs on {config.flink.rest_url} "
-                f"(id {running[0]['jid']}); cancel it first, or submit with --replace.")
-        for job in running:
-            flink.cancel_job(config.flink.rest_url, job["jid"])
-            _wait_for_state(config, job["jid"], {"CANCELED", "FAILED", "FINISHED"}, 60)
+    if running and not replace:
+        raise SubmitError(
+            f"job {config.flink.job_name!r} already runs on {config.flink.rest_url} "
+            f"(id {running[0]['jid']}); cancel it first, or submit with --replace.")
+    cancel_running(config)
     python = sys.executable
     argv = [str(flink.flink_home() / "bin" / "flink"), "run", "-d",
             "-m", config.flink.rest_url.split("://", 1)[-1],
@@ -64,6 +61,16 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
                                                             output.splitlines())[-12:]))
     _wait_for_state(config, job_id, {"RUNNING"}, 90)
     return job_id
+
+
+def cancel_running(config: JobConfig) -> list[str]:
+    """Cancel the jobs named flink.job_name on the cluster, waiting until each has stopped;
+    returns their ids."""
+    running = flink.running_jobs(config.flink.rest_url, config.flink.job_name)
+    for job in running:
+        flink.cancel_job(config.flink.rest_url, job["jid"])
+        _wait_for_state(config, job["jid"], {"CANCELED", "FAILED", "FINISHED"}, 60)
+    return [job["jid"] for job in running]
 
 
 def _wait_for_state(config: JobConfig, job_id: str, states: set[str], timeout_s: float) -> str:
