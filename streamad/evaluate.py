@@ -77,8 +77,9 @@ def find_keys(data_dir: Path) -> list[str]:
     keys = sorted({p.name.split("_train.csv")[0] for p in data_dir.glob("*_train.csv*")})
     if not keys:
         raise EvaluationError(
-            f"no <key>_train.csv[.gz] files in {data_dir}; evaluate needs, per key, a train "
-            f"file and a labeled test file (see 'streamad evaluate --help').")
+            f"no <key>_train.csv[.gz] files in {data_dir}; a labeled folder holds, per key, a "
+            f"train file and a labeled test file (see 'streamad evaluate --help', and \"Your "
+            f"own labeled data\" in the README).")
     return keys
 
 
