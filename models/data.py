@@ -32,6 +32,31 @@ def key_from_filename(path: Path) -> str:
     return path.name.split("_", 1)[0].split(".", 1)[0]
 
 
+def cell_text(value) -> str:
+    """A CSV cell as an error message shows it.
+
+    >>> cell_text("abc"), cell_text(float("nan")), cell_text(np.int64(2))
+    ("'abc'", 'empty', '2')
+    """
+    if isinstance(value, str):
+        return repr(value)
+    return "empty" if pd.isna(value) else str(value)
+
+
+def _finite_numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """`values` as floats; an empty cell, text or an infinity is a DataError that names the
+    file, the line and what it holds."""
+    numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
+    bad = ~np.isfinite(numbers.to_numpy())
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}, line {row + 2}: {column} is {cell_text(values.iloc[row])}, not a finite "
+            f"number ({int(bad.sum()):,} such line(s)). Fix or drop those lines: the job sends "
+            f"such events to the dead-letter topic, and nothing learns from them.")
+    return numbers
+
+
 def load_events_csv(paths: Sequence[Path], schema: SchemaConfig,
                     extra_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Events of all files, one row each, in file order: key, event_time_ms, metrics (+extra)."""
@@ -52,11 +77,13 @@ def load_events_csv(paths: Sequence[Path], schema: SchemaConfig,
         times = frame[schema.time_field].map(lambda v: parse_time_ms(v, schema.time_format))
         if times.isna().any():
             row = int(np.flatnonzero(times.isna().to_numpy())[0])
-            raise DataError(f"{path}, data row {row}: time {frame[schema.time_field].iloc[row]!r} "
+            raise DataError(f"{path}, line {row + 2}: time {frame[schema.time_field].iloc[row]!r} "
                             f"does not parse as schema.time_format {schema.time_format!r}.")
         out = frame[[schema.key_field]].astype(str)
         out[TIME_MS_COLUMN] = times.astype(np.int64)
-        for column in (*schema.metric_fields, *extra_columns):
+        for column in schema.metric_fields:
+            out[column] = _finite_numbers(frame[column], path, column)
+        for column in extra_columns:
             out[column] = frame[column]
         frames.append(out)
     if not frames:

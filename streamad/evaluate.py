@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from models.data import TIME_MS_COLUMN, load_events_csv
+from models.data import TIME_MS_COLUMN, cell_text, load_events_csv
 from models.drift import DriftTracker
 from models.detector import EXPLANATIONS, Detector, DetectorSettings, threshold_fits_scorer
 from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
@@ -105,6 +105,19 @@ def read_interpretation(path: Path, n_metrics: int) -> list[tuple[int, int, list
     return segments
 
 
+def _labeled_events(path: Path, schema) -> pd.DataFrame:
+    """One test file's events, with its labels checked."""
+    events = load_events_csv([path], schema, extra_columns=[LABEL_COLUMN])
+    labels = events[LABEL_COLUMN]
+    not_binary = ~labels.isin([0, 1]).to_numpy()
+    if not_binary.any():
+        row = int(np.flatnonzero(not_binary)[0])
+        raise EvaluationError(
+            f"{path}, line {row + 2}: {LABEL_COLUMN} is {cell_text(labels.iloc[row])}; it must "
+            f"be 0 (normal) or 1 (anomalous) ({int(not_binary.sum()):,} such line(s)).")
+    return events
+
+
 def load_key(data_dir: Path, key: str, config: JobConfig) -> KeyData:
     schema = config.schema
     test_paths = sorted(data_dir.glob(f"{key}_test.csv*"))
@@ -112,7 +125,8 @@ def load_key(data_dir: Path, key: str, config: JobConfig) -> KeyData:
         raise EvaluationError(f"{data_dir} has {key}_train.csv but no {key}_test.csv[.gz] "
                               f"with a '{LABEL_COLUMN}' column next to it.")
     train = load_events_csv(sorted(data_dir.glob(f"{key}_train.csv*")), schema)
-    test = load_events_csv(test_paths, schema, extra_columns=[LABEL_COLUMN])
+    test = pd.concat([_labeled_events(path, schema) for path in test_paths],
+                     ignore_index=True)
     for frame in (train, test):
         frame[schema.key_field] = key
     if train[TIME_MS_COLUMN].max() >= test[TIME_MS_COLUMN].min():

@@ -103,3 +103,22 @@ def test_evaluate_says_what_is_missing(tmp_path, capsys):
     from streamad.cli import main
     assert main(["evaluate", "--data-dir", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
     assert "no <key>_train.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("file, column, value, says", [
+    ("machine-2-7_test.csv", 3, "abc", "m02 is 'abc', not a finite number (1 such line(s))"),
+    ("machine-2-7_train.csv", 1, "", "m00 is empty, not a finite number (1 such line(s))"),
+    ("machine-3-3_test.csv", -1, "2", "label is 2; it must be 0 (normal) or 1 (anomalous)"),
+])
+def test_evaluate_names_the_line_of_a_bad_value(labeled_folder, tmp_path, capsys, file, column,
+                                                value, says):
+    from streamad.cli import main
+    path = labeled_folder / file
+    lines = path.read_text().splitlines()
+    cells = lines[41].split(",")  # line 42 of the file
+    cells[column] = value
+    lines[41] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["evaluate", "--data-dir", str(labeled_folder), "--output",
+                 str(tmp_path / "o"), "--no-plots", "--no-progress"]) == 1
+    assert f"error: {path}, line 42: {says}" in capsys.readouterr().err
