@@ -155,6 +155,22 @@ def _number_list(text: str) -> list[float]:
     return values
 
 
+def _positive(kind: type):
+    """An argparse type: a number of `kind` above 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(
+                f"expected a {'whole number' if kind is int else 'number'} above 0, got "
+                f"{text!r}")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
 def cmd_submit(args, config: JobConfig) -> int:
     from streamad import jobs_client
     config_path = Path(args.config) if args.config else None
@@ -341,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--from-topic", action="store_true",
                        help="train on the events topic (a bounded read: from the beginning to "
                             "its end now) instead of CSV files")
-    train.add_argument("--max-events", type=int, help="with --from-topic: read at most this many")
+    train.add_argument("--max-events", type=_positive(int), help="with --from-topic: read at most this many")
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser(
@@ -407,8 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "schema's key, in event-time order.")
     replay.add_argument("files", nargs="*", help="CSV files (default: the SMD test halves)")
     replay.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SMD data folder")
-    replay.add_argument("--limit-per-key", type=int, help="send at most this many events per key")
-    replay.add_argument("--speedup", type=float,
+    replay.add_argument("--limit-per-key", type=_positive(int), help="send at most this many events per key")
+    replay.add_argument("--speedup", type=_positive(float),
                         help="pace events at this many times real time (default: no pacing)")
     replay.set_defaults(func=cmd_replay)
 
@@ -417,9 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "isolation.level=read_committed, as any consumer should.")
     alerts.add_argument("--follow", action="store_true", help="keep waiting for new alerts")
     alerts.add_argument("--new-only", action="store_true", help="skip alerts already there")
-    alerts.add_argument("--idle-s", type=float, default=10,
+    alerts.add_argument("--idle-s", type=_positive(float), default=10,
                         help="stop after this many seconds without an alert (default 10)")
-    alerts.add_argument("--max", type=int, help="stop after this many alerts")
+    alerts.add_argument("--max", type=_positive(int), help="stop after this many alerts")
     alerts.set_defaults(func=cmd_alerts)
 
     demo = commands.add_parser("demo", help="the whole product on SMD: stack, train, submit, "
@@ -428,9 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "and print the alerts. The stack keeps running afterwards.")
     demo.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SMD data folder")
     demo.add_argument("--retrain", action="store_true", help="train even if a model exists")
-    demo.add_argument("--limit-per-key", type=int, help="replay at most this many events per key")
+    demo.add_argument("--limit-per-key", type=_positive(int), help="replay at most this many events per key")
     demo.add_argument("--show", type=int, default=40, help="alerts to print (default 40)")
-    demo.add_argument("--quiet-s", type=float, default=45,
+    demo.add_argument("--quiet-s", type=_positive(float), default=45,
                       help="once the job has read all replayed events, stop reading alerts "
                            "after this many quiet seconds (default 45)")
     demo.set_defaults(func=cmd_demo)

@@ -493,6 +493,12 @@ def _apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> None:
                 f"environment variable {name} names section {section!r}; "
                 f"allowed: {sorted(_SECTIONS)}."
             )
+        allowed = sorted(f.name for f in fields(_SECTIONS[section]))
+        if key not in allowed:
+            raise ConfigError(
+                f"environment variable {name} names key {key!r}, which section {section!r} "
+                f"does not have; allowed: {allowed}."
+            )
         raw.setdefault(section, {})
         if raw[section] is None:
             raw[section] = {}

@@ -67,6 +67,19 @@ def test_kafka_not_answering_is_a_clear_error(monkeypatch, capsys):
     assert "bin/streamad stack status" in error and "Traceback" not in error
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["replay", "--speedup", "-1"], "argument --speedup: expected a number above 0, got '-1'"),
+    (["demo", "--limit-per-key", "0"],
+     "argument --limit-per-key: expected a whole number above 0, got '0'"),
+    (["alerts", "--idle-s", "soon"], "argument --idle-s: expected a number above 0, got 'soon'"),
+])
+def test_a_count_or_duration_must_be_positive(argv, says, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    assert says in capsys.readouterr().err
+
+
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "streamad.cli", "--help"],
                             capture_output=True, text=True)

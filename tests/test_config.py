@@ -86,6 +86,13 @@ def test_malformed_override_variable_is_named(tmp_path):
         load_config(write(tmp_path, minimal()), environ={"STREAMAD__PARALLELISM": "2"})
 
 
+def test_override_of_an_unknown_key_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError, match="environment variable STREAMAD__MODEL__THRESHOLD "
+                                          "names key 'threshold', which section 'model' does "
+                                          "not have; allowed: .*'threshold_method'"):
+        load_config(write(tmp_path, minimal()), environ={"STREAMAD__MODEL__THRESHOLD": "5"})
+
+
 def test_missing_file_says_where_to_start(tmp_path):
     with pytest.raises(ConfigError, match="no configuration file at"):
         load_config(tmp_path / "nope.yaml", environ={})
