@@ -1,4 +1,5 @@
-"""Exactly-once through a crash: the TaskManager is killed with SIGKILL mid-stream.
+"""Exactly-once through failures: the TaskManager is killed with SIGKILL mid-stream, and
+InfluxDB stops mid-stream.
 
 The job runs on the standalone cluster. After the first half of the events and a completed
 checkpoint, the TaskManager process is killed; the second half arrives while it is down; a
@@ -13,6 +14,8 @@ import json
 import os
 import signal
 
+import pytest
+
 from streamad import jobs_client
 from streamad.replay import encoded, ordered_events
 from streamad.stack import flink, process
@@ -21,6 +24,14 @@ from .helpers import (assert_alerts_match, assert_points_match, expected_alerts,
                       expected_windows, influx_count,
                       influx_points, iso, produce, read_json_topic, wait_for,
                       wait_for_count)
+
+
+def _flush_event(config) -> bytes:
+    """An event far in the future: sent on every partition, it moves the watermark past all
+    the real windows (its own windows never close, and are not expected)."""
+    return json.dumps({config.schema.key_field: "flush",
+                       config.schema.time_field: "2030-01-01T00:00:00Z",
+                       **{m: 0.0 for m in config.schema.metric_fields}}).encode()
 
 
 def _checkpoints_completed(config, job_id) -> int:
@@ -54,13 +65,8 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
         produce(config, messages[half:])
         flink.start_taskmanager()
 
-        # An event far in the future on every partition moves the watermark past all the
-        # real windows (its own windows never close, and are not expected).
-        flush = json.dumps({config.schema.key_field: "flush",
-                            config.schema.time_field: "2030-01-01T00:00:00Z",
-                            **{m: 0.0 for m in config.schema.metric_fields}}).encode()
         for partition in range(config.kafka.partitions):
-            produce(config, [(b"flush", flush)], partition=partition)
+            produce(config, [(b"flush", _flush_event(config))], partition=partition)
 
         # After the restart the Python workers start again and the job replays from its
         # checkpoint: on a loaded machine that takes minutes, so wait while points arrive.
@@ -91,6 +97,57 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
                            60, "the late event in the dead-letter topic")
         assert [d["payload"] for d in letters] == [late.decode()]
         assert letters[0]["reason"].startswith("late: event time ")
+    finally:
+        for job in flink.running_jobs(config.flink.rest_url, config.flink.job_name):
+            flink.cancel_job(config.flink.rest_url, job["jid"])
+
+
+def test_influxdb_down_mid_stream_loses_no_window_score(isolated, smd_slices, idle_cluster):
+    """InfluxDB stops (maintenance, a crash) while the job runs: the score sink retries, then
+    fails the task, and Flink restarts the job from its checkpoint until InfluxDB is back.
+    Every window's point must then be there once, equal to the offline computation, and
+    every alert committed once."""
+    from streamad.stack import influxdb
+    config, config_path = isolated
+    if process.running_pid(influxdb.NAME) is None:
+        pytest.skip("InfluxDB is not the local stack's (STREAMAD_TEST_EXTERNAL): the test "
+                    "stops and starts it")
+    events = ordered_events(smd_slices["test"], config)
+    messages = [(key, value) for key, value, _ in encoded(events, config)]
+    half = len(messages) // 2
+    expected = expected_windows(config, events)
+    want = expected_alerts(config, expected)
+
+    job_id = jobs_client.submit(config, config_path)
+    try:
+        produce(config, messages[:half])
+        wait_for(lambda: influx_count(config) > 0, 180, "the first window scores in InfluxDB")
+        written_before = influx_count(config)
+        influxdb.stop()
+        try:
+            produce(config, messages[half:])
+            for partition in range(config.kafka.partitions):
+                produce(config, [(b"flush", _flush_event(config))], partition=partition)
+            # The sink gives up after its retries and the job fails over, while InfluxDB is
+            # down: that is the path under test.
+            wait_for(lambda: flink.rest(config.flink.rest_url, f"/jobs/{job_id}/exceptions")
+                     ["exceptionHistory"]["entries"], 240, "the job failing over")
+        finally:
+            influxdb.start(config.influxdb.url, config.influxdb.database)
+        wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
+                       timeout_s=900, what="window scores in InfluxDB")
+        wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
+                 >= len(want), 120, f"{len(want)} committed alerts")
+
+        assert 0 < written_before < len(expected), "InfluxDB should stop mid-stream"
+        history = flink.rest(config.flink.rest_url, f"/jobs/{job_id}/exceptions")
+        causes = json.dumps(history["exceptionHistory"]["entries"])
+        assert f"InfluxDB at {config.influxdb.url} could not be reached" in causes
+        assert flink.rest(config.flink.rest_url, f"/jobs/{job_id}")["state"] == "RUNNING"
+        points = influx_points(config)
+        assert len(points) == len(expected)
+        assert_points_match(points, expected, config.schema.key_field)
+        assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
     finally:
         for job in flink.running_jobs(config.flink.rest_url, config.flink.job_name):
             flink.cancel_job(config.flink.rest_url, job["jid"])
