@@ -167,7 +167,6 @@ def _positive(kind: type):
                 f"expected a {'whole number' if kind is int else 'number'} above 0, got "
                 f"{text!r}")
         return value
-    parse.__name__ = f"positive {kind.__name__}"
     return parse
 
 
@@ -357,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--from-topic", action="store_true",
                        help="train on the events topic (a bounded read: from the beginning to "
                             "its end now) instead of CSV files")
-    train.add_argument("--max-events", type=_positive(int), help="with --from-topic: read at most this many")
+    train.add_argument("--max-events", type=_positive(int),
+                       help="with --from-topic: read at most this many")
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser(
@@ -423,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "schema's key, in event-time order.")
     replay.add_argument("files", nargs="*", help="CSV files (default: the SMD test halves)")
     replay.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SMD data folder")
-    replay.add_argument("--limit-per-key", type=_positive(int), help="send at most this many events per key")
+    replay.add_argument("--limit-per-key", type=_positive(int),
+                        help="send at most this many events per key")
     replay.add_argument("--speedup", type=_positive(float),
                         help="pace events at this many times real time (default: no pacing)")
     replay.set_defaults(func=cmd_replay)
@@ -444,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "and print the alerts. The stack keeps running afterwards.")
     demo.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="SMD data folder")
     demo.add_argument("--retrain", action="store_true", help="train even if a model exists")
-    demo.add_argument("--limit-per-key", type=_positive(int), help="replay at most this many events per key")
+    demo.add_argument("--limit-per-key", type=_positive(int),
+                      help="replay at most this many events per key")
     demo.add_argument("--show", type=int, default=40, help="alerts to print (default 40)")
     demo.add_argument("--quiet-s", type=_positive(float), default=45,
                       help="once the job has read all replayed events, stop reading alerts "
