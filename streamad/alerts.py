@@ -28,20 +28,33 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def _group_consumer(bootstrap_servers: str, group_id: str, client_id: str):
+    """A consumer that reads and commits `group_id`'s offsets, without joining the group."""
+    from kafka import KafkaConsumer
+    return KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id,
+                         enable_auto_commit=False, client_id=client_id)
+
+
+def _ends_and_lag(consumer, topic: str) -> tuple[list, dict, int]:
+    """`topic`'s partitions, their end offsets now, and how many messages lie past the
+    consumer's group's committed offsets."""
+    from kafka import TopicPartition
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    ends = consumer.end_offsets(partitions)
+    return partitions, ends, sum(max(ends[tp] - (consumer.committed(tp) or 0), 0)
+                                 for tp in partitions)
+
+
 def start_group_at_end(bootstrap_servers: str, topic: str, group_id: str) -> int:
     """Commit `topic`'s end offsets now as consumer group `group_id`'s, so that a job of the
     group started next reads only what is written after; returns how many messages the group
     had not read. Only while no job of the group runs: its next checkpoint would commit its
     own offsets over these."""
-    from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id,
-                             enable_auto_commit=False, client_id="streamad-start-at-end")
+    consumer = _group_consumer(bootstrap_servers, group_id, "streamad-start-at-end")
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        partitions, ends, unread = _ends_and_lag(consumer, topic)
         consumer.assign(partitions)
-        ends = consumer.end_offsets(partitions)
-        unread = sum(max(ends[tp] - (consumer.committed(tp) or 0), 0) for tp in partitions)
         consumer.commit({tp: OffsetAndMetadata(ends[tp], "", -1) for tp in partitions})
         return unread
     finally:
@@ -55,13 +68,9 @@ def group_lag(bootstrap_servers: str, topic: str, group_id: str) -> int:
     transactional sinks commit: at lag 0, the output for everything read is visible. Asking
     does not join the group.
     """
-    from kafka import KafkaConsumer, TopicPartition
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id,
-                             enable_auto_commit=False, client_id="streamad-lag")
+    consumer = _group_consumer(bootstrap_servers, group_id, "streamad-lag")
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        ends = consumer.end_offsets(partitions)
-        return sum(max(ends[tp] - (consumer.committed(tp) or 0), 0) for tp in partitions)
+        return _ends_and_lag(consumer, topic)[2]
     finally:
         consumer.close()
 
