@@ -98,8 +98,7 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
         assert [d["payload"] for d in letters] == [late.decode()]
         assert letters[0]["reason"].startswith("late: event time ")
     finally:
-        for job in flink.running_jobs(config.flink.rest_url, config.flink.job_name):
-            flink.cancel_job(config.flink.rest_url, job["jid"])
+        jobs_client.cancel_running(config)
 
 
 def test_influxdb_down_mid_stream_loses_no_window_score(isolated, smd_slices, idle_cluster):
@@ -149,5 +148,4 @@ def test_influxdb_down_mid_stream_loses_no_window_score(isolated, smd_slices, id
         assert_points_match(points, expected, config.schema.key_field)
         assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
     finally:
-        for job in flink.running_jobs(config.flink.rest_url, config.flink.job_name):
-            flink.cancel_job(config.flink.rest_url, job["jid"])
+        jobs_client.cancel_running(config)
