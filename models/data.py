@@ -43,15 +43,26 @@ def cell_text(value) -> str:
     return "empty" if pd.isna(value) else str(value)
 
 
+def first_bad_row(bad: np.ndarray) -> tuple[int, int]:
+    """Where the first True of `bad` is: its row in the frame read from a CSV file (0-based)
+    and that row's line in the file (1-based, the header being line 1), for error messages.
+
+    >>> first_bad_row(np.array([False, True, True]))
+    (1, 3)
+    """
+    row = int(np.flatnonzero(bad)[0])
+    return row, row + 2
+
+
 def _finite_numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
     """`values` as floats; an empty cell, text or an infinity is a DataError that names the
     file, the line and what it holds."""
     numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
     bad = ~np.isfinite(numbers.to_numpy())
     if bad.any():
-        row = int(np.flatnonzero(bad)[0])
+        row, line = first_bad_row(bad)
         raise DataError(
-            f"{path}, line {row + 2}: {column} is {cell_text(values.iloc[row])}, not a finite "
+            f"{path}, line {line}: {column} is {cell_text(values.iloc[row])}, not a finite "
             f"number ({int(bad.sum()):,} such line(s)). Fix or drop those lines: the job sends "
             f"such events to the dead-letter topic, and nothing learns from them.")
     return numbers
@@ -76,8 +87,8 @@ def load_events_csv(paths: Sequence[Path], schema: SchemaConfig,
             frame[schema.key_field] = key_from_filename(path)
         times = frame[schema.time_field].map(lambda v: parse_time_ms(v, schema.time_format))
         if times.isna().any():
-            row = int(np.flatnonzero(times.isna().to_numpy())[0])
-            raise DataError(f"{path}, line {row + 2}: time {frame[schema.time_field].iloc[row]!r} "
+            row, line = first_bad_row(times.isna().to_numpy())
+            raise DataError(f"{path}, line {line}: time {frame[schema.time_field].iloc[row]!r} "
                             f"does not parse as schema.time_format {schema.time_format!r}.")
         out = frame[[schema.key_field]].astype(str)
         out[TIME_MS_COLUMN] = times.astype(np.int64)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -46,9 +45,9 @@ from models.detector import DetectorSettings
 from models.evaluation import best_f1_threshold, precision_recall_f1
 from models.scorers import PCAScorer
 from models.tuning import best_candidate, leave_one_key_out
-from streamad.config import load_config
+from streamad.config import JobConfig
 from streamad.evaluate import WindowedRun, points_of
-from study_report import StudyReport, study_arguments
+from study_report import start_study, study_arguments
 
 MULTIPLES = (3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 130, 160, 200)
 # Per metric, the scorer's summed contributions count in full up to about this much and
@@ -441,25 +440,25 @@ def with_window(run: WindowedRun, size_s: int, slide_s: int) -> Scores:
     return fitted(WindowedRun.of(config, run.data), config.model.detector_settings())
 
 
-def main() -> None:
-    parser = study_arguments(__doc__, "models/results/smd/alternatives_study.md")
-    args = parser.parse_args()
-
-    config = load_config()
+def _pca_with_median_multiple(config: JobConfig) -> None:
     model = config.model
     if model.kind != "pca" or model.threshold_method != "median_multiple":
         sys.exit(f"this study varies the PCA scorer with a median-multiple threshold; the "
                  f"configuration has {model.kind} with {model.threshold_method}. Set "
                  f"model.kind: pca and model.threshold_method: median_multiple.")
-    data_dir = Path(args.data_dir)
-    run = WindowedRun.of_folder(config, data_dir)
+
+
+def main() -> None:
+    study = start_study(study_arguments(__doc__, "models/results/smd/alternatives_study.md"),
+                        check=_pca_with_median_multiple)
+    config, data_dir, run, report = study.config, study.data_dir, study.run, study.report
+    model = config.model
     variants = Variants(run)
     configured = f"{model.median_multiple:g} x median"
     if configured not in [f"{m} x median" for m in MULTIPLES]:
         sys.exit(f"model.median_multiple {model.median_multiple:g} is not among the study's "
                  f"multiples {MULTIPLES}.")
     keys = list(run.labels)
-    report = StudyReport(args.output)
     say = report.say
     say(f"# Alternatives to the configured detector, on {data_dir}\n")
     say(f"Configured: PCA reconstruction error, cap {model.cap:g}, scale tail quantile "

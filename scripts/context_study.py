@@ -25,15 +25,12 @@ anomalies higher at all).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from models.evaluation import best_f1_threshold, precision_recall_f1
-from streamad.config import load_config
-from streamad.evaluate import WindowedRun
-from study_report import StudyReport, study_arguments
+from study_report import start_study, study_arguments
 
 
 def with_extra(features: pd.DataFrame, extra: pd.DataFrame, suffix: str) -> pd.DataFrame:
@@ -44,12 +41,8 @@ def with_extra(features: pd.DataFrame, extra: pd.DataFrame, suffix: str) -> pd.D
 
 
 def main() -> None:
-    parser = study_arguments(__doc__, "models/results/smd/context_study.md")
-    args = parser.parse_args()
-
-    config = load_config()
-    data_dir = Path(args.data_dir)
-    run = WindowedRun.of_folder(config, data_dir)
+    study = start_study(study_arguments(__doc__, "models/results/smd/context_study.md"))
+    config, data_dir, run, report = study.config, study.data_dir, study.run, study.report
     metrics = list(config.schema.metric_fields)
     settings = config.model.detector_settings()
     slide_s = config.window.effective_slide_s
@@ -71,7 +64,6 @@ def main() -> None:
 
     keys = [d.key for d in run.data]
     labels = run.labels
-    report = StudyReport(args.output)
     say = report.say
 
     say(f"# A longer context beside the window, on {data_dir}\n")

@@ -27,16 +27,14 @@ The explanation methods are compared by `streamad evaluate` itself.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from models.data import TIME_MS_COLUMN
 from models.evaluation import precision_recall_f1
-from streamad.config import load_config
-from streamad.evaluate import LABEL_COLUMN, WindowedRun
-from study_report import StudyReport, study_arguments
+from streamad.evaluate import LABEL_COLUMN
+from study_report import start_study, study_arguments
 
 LEVEL_STATISTICS = ("mean", "min", "max", "last")
 
@@ -66,11 +64,9 @@ def main() -> None:
     parser = study_arguments(__doc__, "models/results/smd/drift_study.md")
     parser.add_argument("--context", type=int, default=288,
                         help="trailing windows of the drift signal (default 288: one day)")
-    args = parser.parse_args()
-
-    config = load_config()
-    data_dir = Path(args.data_dir)
-    run = WindowedRun.of_folder(config, data_dir)
+    study = start_study(parser)
+    args, config, data_dir, run, report = (study.args, study.config, study.data_dir, study.run,
+                                           study.report)
     metrics = list(config.schema.metric_fields)
     key_field = config.schema.key_field
     aggregates, features, is_train = run.aggregates, run.features, run.is_train
@@ -82,7 +78,6 @@ def main() -> None:
     rows += [("recenter", k, f"recenter drifted {k}") for k in (3, 6)]
     rows += [("neutralize", k, f"neutralize drifted {k}") for k in (3, 5, 8)]
     keys = [d.key for d in run.data]
-    report = StudyReport(args.output)
     say = report.say
 
     say(f"# Drift treatments on {data_dir}\n")

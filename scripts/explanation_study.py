@@ -28,15 +28,13 @@ on the mean through it, and how many other metrics are rarer.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from models.features import SPREAD_STATISTICS
-from streamad.config import load_config
 from streamad.evaluate import WindowedRun, explanation_hit_rates, points_of
-from study_report import StudyReport, study_arguments
+from study_report import start_study, study_arguments
 
 # The hour-of-day normal's bins.
 HOUR_BIN_S = 3600
@@ -149,15 +147,11 @@ def longest_segments(run: WindowedRun, points: dict, metrics: list[str]) -> list
 
 
 def main() -> None:
-    parser = study_arguments(__doc__, "models/results/smd/explanation_study.md")
-    args = parser.parse_args()
-    config = load_config()
-    data_dir = Path(args.data_dir)
-    run = WindowedRun.of_folder(config, data_dir)
+    study = start_study(study_arguments(__doc__, "models/results/smd/explanation_study.md"))
+    config, data_dir, run, report = study.config, study.data_dir, study.run, study.report
     metrics = list(config.schema.metric_fields)
     detector, scored, points = run.score(config.model.detector_settings(), explain=True)
     test_windows = run.aggregates.loc[~run.is_train]
-    report = StudyReport(args.output)
     say = report.say
     say(f"# Explanations of the configured detector, ranked other ways, on {data_dir}\n")
     say(f"Flagged windows: the configured detector's ({config.model.kind}, threshold "

@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from models.data import TIME_MS_COLUMN, cell_text, load_events_csv
+from models.data import TIME_MS_COLUMN, cell_text, first_bad_row, load_events_csv
 from models.drift import DriftTracker
 from models.detector import EXPLANATIONS, Detector, DetectorSettings, threshold_fits_scorer
 from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
@@ -111,9 +111,9 @@ def _labeled_events(path: Path, schema) -> pd.DataFrame:
     labels = events[LABEL_COLUMN]
     not_binary = ~labels.isin([0, 1]).to_numpy()
     if not_binary.any():
-        row = int(np.flatnonzero(not_binary)[0])
+        row, line = first_bad_row(not_binary)
         raise EvaluationError(
-            f"{path}, line {row + 2}: {LABEL_COLUMN} is {cell_text(labels.iloc[row])}; it must "
+            f"{path}, line {line}: {LABEL_COLUMN} is {cell_text(labels.iloc[row])}; it must "
             f"be 0 (normal) or 1 (anomalous) ({int(not_binary.sum()):,} such line(s)).")
     return events
 

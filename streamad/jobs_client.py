@@ -35,12 +35,12 @@ def _job_args(config_path: Path | None, bounded: bool) -> list[str]:
 def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
            bounded: bool = False, timeout_s: float = 180) -> str:
     """Submit the job detached to the cluster at flink.rest_url; returns the job id."""
-    running = flink.running_jobs(config.flink.rest_url, config.flink.job_name)
-    if running and not replace:
+    if replace:
+        cancel_running(config)
+    elif running := flink.running_jobs(config.flink.rest_url, config.flink.job_name):
         raise SubmitError(
             f"job {config.flink.job_name!r} already runs on {config.flink.rest_url} "
             f"(id {running[0]['jid']}); cancel it first, or submit with --replace.")
-    cancel_running(config)
     python = sys.executable
     argv = [str(flink.flink_home() / "bin" / "flink"), "run", "-d",
             "-m", config.flink.rest_url.split("://", 1)[-1],

@@ -22,7 +22,7 @@ from streamad.stack import flink, process
 
 from .helpers import (assert_alerts_match, assert_points_match, expected_alerts,
                       expected_windows, influx_count,
-                      influx_points, iso, produce, read_json_topic, wait_for,
+                      influx_points, produce, read_json_topic, wait_for,
                       wait_for_count)
 
 
@@ -119,6 +119,9 @@ def test_influxdb_down_mid_stream_loses_no_window_score(isolated, smd_slices, id
 
     job_id = jobs_client.submit(config, config_path)
     try:
+        # A second submit without replace must refuse, naming the job that runs.
+        with pytest.raises(jobs_client.SubmitError, match=f"already runs.*{job_id}"):
+            jobs_client.submit(config, config_path)
         produce(config, messages[:half])
         wait_for(lambda: influx_count(config) > 0, 180, "the first window scores in InfluxDB")
         written_before = influx_count(config)
