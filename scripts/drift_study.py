@@ -5,8 +5,8 @@
                                                  # writes models/results/smd/drift_study.md
 
 Everything the configured detector does (windows, features, scaling, scorer, per-key
-quantile threshold) is the product's code; only the treatment of drift differs per row. The
-drift signal is causal: per key and metric, the mean of the window means over the trailing
+threshold) is the product's code; only the treatment of drift differs per row. The first
+rows' drift signal is causal: per key and metric, the mean of the window means over the trailing
 `context` windows (one day by default), compared with the key's training mean in units of its
 training standard deviation.
 
@@ -16,7 +16,13 @@ training standard deviation.
 - ``recenter drifted k``: the same, only where the trailing mean is more than k sd from the
   training mean;
 - ``neutralize drifted k``: where it is, the metric's features are replaced by their training
-  means, so the scorer ignores the metric while it drifts.
+  means, so the scorer ignores the metric while it drifts;
+- ``drop while drifting, after N``: the job's own drift signal. The key's windows go in time
+  order through `models.drift.DriftTracker` (as in the job, with the configuration's
+  ``alerts.drift_clear_after_windows``, declaring a metric drifting after N out-of-range
+  windows), and while a metric is declared drifting its part of the window's score (its
+  share of the score's contributions) is taken out before the threshold: the re-baselining
+  the job could do with the state it keeps.
 
 Then the daily spikes: per key and metric, the minutes of the day at which the metric is more
 than 20 training sd from its training mean on at least 5 days of the train half, and how
@@ -32,11 +38,14 @@ import numpy as np
 import pandas as pd
 
 from models.data import TIME_MS_COLUMN
+from models.drift import DriftPolicy, DriftTracker
 from models.evaluation import precision_recall_f1
-from streamad.evaluate import LABEL_COLUMN
+from streamad.evaluate import LABEL_COLUMN, WindowedRun, points_of
 from study_report import start_study, study_arguments
 
 LEVEL_STATISTICS = ("mean", "min", "max", "last")
+# Out-of-range windows after which the drift tracker declares a metric drifting, in days.
+DROP_AFTER_DAYS = (0.5, 1, 2)
 
 
 def treated(features, aggregates, is_train, key_field, metrics, trailing, mode, k):
@@ -60,6 +69,33 @@ def treated(features, aggregates, is_train, key_field, metrics, trailing, mode, 
     return features
 
 
+def dropped_while_drifting(run: WindowedRun, settings, policy: DriftPolicy
+                           ) -> tuple[dict, dict]:
+    """Per key, each test minute's decision when, at each window, the metrics the drift
+    tracker declares drifting no longer count in the window's score; and per key, the share
+    of its test windows with a metric declared drifting."""
+    detector = run.score(settings)[0]
+    scored, _ = run.score_with(detector.explained_with("score"), explain=True)
+    test_windows = run.aggregates.loc[~run.is_train]
+    key_field = run.config.schema.key_field
+    metric_column = {metric: i for i, metric in enumerate(detector.metrics)}
+    shares = scored[detector.metrics].to_numpy()
+    kept_share = np.ones(len(scored))
+    drifting_share = {}
+    for key, windows in test_windows.groupby(key_field):
+        tracker = DriftTracker(str(key), policy)
+        with_drift = 0
+        for row in scored.index.get_indexer(windows.sort_values("window_start_ms").index):
+            tracker.update(row, scored["out_of_range"].iat[row])
+            drifting = [metric_column[m] for m in tracker.drifting()]
+            kept_share[row] -= shares[row, drifting].sum()
+            with_drift += bool(drifting)
+        drifting_share[str(key)] = with_drift / len(windows)
+    decisions = pd.DataFrame({"is_anomaly": scored["score"] * kept_share > scored["threshold"]},
+                             index=scored.index)
+    return points_of(run.data, test_windows, decisions, run.config), drifting_share
+
+
 def main() -> None:
     parser = study_arguments(__doc__, "models/results/smd/drift_study.md")
     parser.add_argument("--context", type=int, default=288,
@@ -81,17 +117,35 @@ def main() -> None:
     say = report.say
 
     say(f"# Drift treatments on {data_dir}\n")
-    say(f"Drift signal: trailing mean of {args.context} windows; k in training sd.\n")
+    say(f"Drift signal of the recentered and neutralized rows: trailing mean of "
+        f"{args.context} windows; k in training sd. The last rows use the job's drift "
+        f"tracker (a run ends after {config.alerts.drift_clear_after_windows} windows "
+        "back in range).\n")
     say(f"| treatment | mean point F1 | {' | '.join(keys)} |")
     say("|---|---|" + "---|" * len(keys))
-    for mode, k, label in rows:
-        frame = features if mode == "none" else treated(
-            features, aggregates, is_train, key_field, metrics, trailing, mode, k)
-        _, _, points = run.score(settings, features=frame)
+
+    def row(label: str, points: dict) -> None:
         f1 = {key: precision_recall_f1(points[key]["is_anomaly"].to_numpy(bool),
                                        labels[key])["f1"] for key in keys}
         say(f"| {label} | {np.mean(list(f1.values())):.3f} | "
             + " | ".join(f"{f1[key]:.2f}" for key in keys) + " |")
+
+    for mode, k, label in rows:
+        frame = features if mode == "none" else treated(
+            features, aggregates, is_train, key_field, metrics, trailing, mode, k)
+        row(label, run.score(settings, features=frame)[2])
+    windows_a_day = 86400 // config.window.effective_slide_s
+    drifting_shares = {}
+    for days in DROP_AFTER_DAYS:
+        after = round(days * windows_a_day)
+        policy = DriftPolicy(after, config.alerts.drift_clear_after_windows)
+        points, drifting_shares[after] = dropped_while_drifting(run, settings, policy)
+        row(f"drop while drifting, after {after} windows ({days:g} day"
+            f"{'s' if days > 1 else ''})", points)
+    say("\nThe share of each key's test windows with a metric declared drifting: "
+        + "; ".join(f"after {after} windows " + ", ".join(
+            f"{key} {shares.get(key, 0):.0%}" for key in keys)
+            for after, shares in drifting_shares.items()) + ".")
 
     daily_spike_study(run.data, metrics, say)
     report.write()

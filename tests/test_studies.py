@@ -87,6 +87,31 @@ def test_context_and_drift_studies_start_from_the_configured_detector(
     assert cells[-len(KEYS):] == [f"{evaluated[key]:.2f}" for key in KEYS]
 
 
+def test_drift_study_takes_out_only_what_the_drift_tracker_declares(labeled_folder):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from drift_study import dropped_while_drifting
+    from models.drift import DriftPolicy
+    from streamad.config import load_config
+    from streamad.evaluate import WindowedRun
+
+    config = load_config()
+    run = WindowedRun.of_folder(config, labeled_folder)
+    settings = config.model.detector_settings()
+    configured = run.score(settings)[2]
+    # Never declared: every decision is the configured one.
+    never, shares = dropped_while_drifting(run, settings, DriftPolicy(10 ** 6, 12))
+    assert set(shares.values()) == {0.0}
+    # Declared at the first out-of-range window: scores only go down, so alerts only go.
+    at_once, shares = dropped_while_drifting(run, settings, DriftPolicy(1, 1))
+    assert sum(shares.values()) > 0, "the slices should have out-of-range windows"
+    for key in KEYS:
+        flagged = configured[key]["is_anomaly"].to_numpy(bool)
+        assert (never[key]["is_anomaly"].to_numpy(bool) == flagged).all()
+        assert not (at_once[key]["is_anomaly"].to_numpy(bool) & ~flagged).any()
+    assert any((at_once[key]["is_anomaly"] != configured[key]["is_anomaly"]).any()
+               for key in KEYS), "taking out the out-of-range metrics should end some alerts"
+
+
 def test_scale_study_row_for_the_configured_scale_is_evaluates(labeled_folder, tmp_path,
                                                                 evaluated):
     rows = run_study("scale_study", labeled_folder, tmp_path)
