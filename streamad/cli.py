@@ -313,6 +313,11 @@ def cmd_demo(args, config: JobConfig) -> int:
     _say()
     _say(f"{count:,} alert(s) from this run; {scored:,} window scores of model {version} in "
          f"InfluxDB.")
+    counted = flink.job_counters(config.flink.rest_url, job_id)
+    if counted:
+        _say("The job's counters (Flink web UI: a task's Metrics tab, streamad.*), as Flink "
+             "last fetched them: " + ", ".join(f"{name} {value:,}"
+                                               for name, value in counted.items()) + ".")
     _print_endpoints(config)
     _say("Grafana: provisioning and a dashboard are in docker/grafana/.")
     _say("Stop everything with:  bin/streamad stack down")

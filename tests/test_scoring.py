@@ -240,7 +240,10 @@ def test_score_udf_matches_offline_scoring_without_flink(tmp_path):
     save_artifact(tmp_path / "m", detector, {"model_kind": "pca", "threshold": 0.0,
                                              "feature_names": feature_names(metrics, stats)})
     udf = ScoreWindows(str(tmp_path / "m"), metrics, stats, include_count=True, explain_top=2)
-    udf.open(None)
+    from pyflink.table.udf import FunctionContext
+    # As with python.metric.enabled: false, the context has no metric group: the UDF
+    # scores all the same, uncounted.
+    udf.open(FunctionContext(None, None))
     result = udf.eval(aggregates["k"], *[aggregates[c] for c in aggregate_columns(metrics)])
     expected = detector.score(features, aggregates["k"])
     np.testing.assert_allclose(result["score"].to_numpy(), expected["score"], rtol=0, atol=0)

@@ -16,6 +16,11 @@ from pyflink.datastream.state import ValueStateDescriptor
 from models.detector import driver_columns, split_metrics
 from models.drift import DriftPolicy, DriftRun, DriftTracker
 from models.incidents import IncidentPolicy, IncidentTracker
+from udfs.metrics import Counters
+
+# The counter of each kind of alert row.
+ALERT_COUNTERS = {"open": "incidents_opened", "end": "incidents_ended",
+                  "drift": "drifts_started", "drift_end": "drifts_ended"}
 
 
 def alert_fields(explain_top: int) -> list[tuple[str, object]]:
@@ -57,15 +62,18 @@ class IncidentAlerts(KeyedProcessFunction):
         self.explain_top = explain_top
         self._incidents = None
         self._drift = None
+        self._counted = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._incidents = runtime_context.get_state(
             ValueStateDescriptor("incident_tracker", Types.PICKLED_BYTE_ARRAY()))
         self._drift = runtime_context.get_state(
             ValueStateDescriptor("drift_tracker", Types.PICKLED_BYTE_ARRAY()))
+        self._counted = Counters(runtime_context.get_metrics_group, *ALERT_COUNTERS.values())
 
     def process_element(self, window: Row, ctx: KeyedProcessFunction.Context):
         key, start, end, score, grade, anomalous, threshold, version, out_of_range = window[:9]
+        self._counted.touch()
         # A window's time is its (start, end): an incident runs from the start of its first
         # anomalous window to the end of its last; the peak window's details go along.
         tracker = IncidentTracker.from_state(key, self.incident_policy, self._incidents.value())
@@ -74,6 +82,7 @@ class IncidentAlerts(KeyedProcessFunction):
         self._incidents.update(tracker.state())
         if event is not None:
             kind, incident = event
+            self._counted.add(ALERT_COUNTERS[kind])
             threshold, version_at_peak, peak_out_of_range, *drivers = incident.peak_details
             yield Row(kind, key, incident.start[0],
                       None if incident.end is None else incident.end[1], incident.opened_at[1],
@@ -84,4 +93,5 @@ class IncidentAlerts(KeyedProcessFunction):
         drift_events = drift.update((start, end), split_metrics(out_of_range))
         self._drift.update(drift.state())
         for kind, run in drift_events:
+            self._counted.add(ALERT_COUNTERS[kind])
             yield Row(*drift_alert_values(kind, key, run, version, self.explain_top))

@@ -21,6 +21,7 @@ import pandas as pd
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from models.detector import split_metrics
+from udfs.metrics import Counters
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class WriteScoresToInflux(ScalarFunction):
         self.max_attempts = max_attempts
         self._client = None
         self._write_api = None
+        self._counted = None
 
     def open(self, function_context: FunctionContext) -> None:
         from influxdb_client import InfluxDBClient
@@ -106,6 +108,8 @@ class WriteScoresToInflux(ScalarFunction):
         self._client = InfluxDBClient(url=self.url, token=token, org=self.org,
                                       timeout=self.timeout_ms, enable_gzip=True)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._counted = Counters(function_context.get_metric_group, "influxdb_points_written",
+                                 "influxdb_write_retries")
 
     def close(self) -> None:
         if self._client is not None:
@@ -138,6 +142,7 @@ class WriteScoresToInflux(ScalarFunction):
             try:
                 self._write_api.write(bucket=self.bucket, org=self.org, record=lines,
                                       write_precision="ms")
+                self._counted.add("influxdb_points_written", len(lines))
                 return
             except ApiException as exc:
                 retriable = exc.status in (429, 500, 502, 503, 504)
@@ -151,6 +156,7 @@ class WriteScoresToInflux(ScalarFunction):
                 raise RuntimeError(f"{error} (attempt {attempt} of {self.max_attempts}, "
                                    f"bucket {self.bucket!r})")
             log.warning("%s; retrying in %.1f s", error, delay_s)
+            self._counted.add("influxdb_write_retries")
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, 10)
 

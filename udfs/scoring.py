@@ -18,6 +18,7 @@ from models.artifact import ModelArtifact, load_artifact
 from models.detector import driver_columns, joined_metrics
 from models.features import aggregate_columns, feature_names, features_from_aggregates
 from streamad.events import validate_events
+from udfs.metrics import Counters
 
 
 def parse_result_type(metric_fields: Sequence[str]):
@@ -35,10 +36,19 @@ class ParseEvents(ScalarFunction):
         self.time_field = time_field
         self.time_format = time_format
         self.metric_fields = list(metric_fields)
+        self._counted = None
+
+    def open(self, function_context: FunctionContext) -> None:
+        self._counted = Counters(function_context.get_metric_group, "events_accepted",
+                                 "events_malformed")
 
     def eval(self, payloads: pd.Series, time_ok: pd.Series) -> pd.DataFrame:
-        return validate_events(payloads, time_ok.fillna(False), self.key_field, self.time_field,
-                               self.metric_fields, self.time_format)
+        checked = validate_events(payloads, time_ok.fillna(False), self.key_field,
+                                  self.time_field, self.metric_fields, self.time_format)
+        malformed = int(checked["reason"].notna().sum())
+        self._counted.add("events_malformed", malformed)
+        self._counted.add("events_accepted", len(checked) - malformed)
+        return checked
 
 
 def score_result_type(features: Sequence[str], explain_top: int):
@@ -85,18 +95,24 @@ class ScoreWindows(ScalarFunction):
         self.include_count = include_count
         self.explain_top = explain_top
         self._artifact: ModelArtifact | None = None
+        self._counted = None
 
     def open(self, function_context: FunctionContext) -> None:
         self._artifact = load_artifact(
             self.artifact_dir,
             expected_features=feature_names(self.metric_fields, self.statistics,
                                             self.include_count))
+        self._counted = Counters(function_context.get_metric_group, "windows_scored",
+                                 "windows_anomalous", "windows_out_of_range")
 
     def eval(self, keys: pd.Series, *aggregate_series: pd.Series) -> pd.DataFrame:
         aggregates = pd.concat(aggregate_series, axis=1, keys=aggregate_columns(self.metric_fields))
         features = features_from_aggregates(aggregates, self.metric_fields, self.statistics,
                                             self.include_count)
         scored = self._artifact.scorer.score(features, keys.to_numpy())
+        self._counted.add("windows_scored", len(scored))
+        self._counted.add("windows_anomalous", int(scored["is_anomaly"].sum()))
+        self._counted.add("windows_out_of_range", sum(map(bool, scored["out_of_range"])))
         result = flatten_scores(scored, self.explain_top)
         result.insert(4, "model_version", self._artifact.model_version)
         return pd.concat([result, features], axis=1)

@@ -143,7 +143,7 @@ def stop() -> bool:
     return stopped_tm or stopped_jm
 
 
-def rest(rest_url: str, path: str, method: str = "GET", timeout_s: float = 10) -> dict:
+def rest(rest_url: str, path: str, method: str = "GET", timeout_s: float = 10) -> dict | list:
     request = urllib.request.Request(f"{rest_url.rstrip('/')}{path}", method=method)
     with process.open_url(request, timeout_s, "Flink's REST API") as response:
         body = response.read()
@@ -163,3 +163,21 @@ def running_jobs(rest_url: str, name: str | None = None) -> list[dict]:
 
 def cancel_job(rest_url: str, job_id: str) -> None:
     rest(rest_url, f"/jobs/{job_id}?mode=cancel", method="PATCH")
+
+
+def job_counters(rest_url: str, job_id: str, group: str = "streamad") -> dict[str, int]:
+    """The job's counters in `group` (see udfs/metrics.py), each summed over its subtasks,
+    by name. A counter shows only once its operator has reported it: {} before."""
+    marker = f".{group}."
+    totals: dict[str, int] = {}
+    for vertex in rest(rest_url, f"/jobs/{job_id}")["vertices"]:
+        path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+        # Ids are "<subtask>.<operator>.<group>.<name>", one per subtask.
+        ids = [metric["id"] for metric in rest(rest_url, path) if marker in metric["id"]]
+        if not ids:
+            continue
+        query = urllib.parse.urlencode({"get": ",".join(ids)})
+        for metric in rest(rest_url, f"{path}?{query}"):
+            name = metric["id"].rsplit(marker, 1)[1]
+            totals[name] = totals.get(name, 0) + int(float(metric["value"]))
+    return dict(sorted(totals.items()))

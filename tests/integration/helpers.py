@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from models.artifact import load_artifact
-from models.data import TIME_MS_COLUMN
 from models.detector import joined_metrics
 from models.drift import DriftTracker
 from models.incidents import IncidentTracker
@@ -20,6 +19,33 @@ from streamad.config import JobConfig
 from streamad.replay import make_producer
 from streamad.stack import influxdb
 from udfs.incident_alerts import alert_fields, drift_alert_values
+
+# Malformed events, one of each kind the job dead-letters.
+BAD_EVENTS = [
+    b"this is not json",
+    b'["an", "array"]',
+    b'{"timestamp": "2024-01-17T00:00:00Z", "m00": 1}',
+    b'{"machine": "machine-1-6", "m00": 0.5}',
+    b'{"machine": "machine-1-6", "timestamp": "2024-01-17T00:00:00+02:00", "m00": 1}',
+    b'{"machine": "machine-1-6", "timestamp": "17 Jan 2024", "m00": 1}',
+    b'{"machine": "machine-2-1", "timestamp": "2024-01-17T00:00:00Z", "m00": 1}',
+    b'{"machine": "machine-2-1", "timestamp": "2024-01-17T00:00:00Z", "m00": "busy"}',
+    b'{"machine": "machine-3-3", "timestamp": "2024-01-17T00:00:00Z", "m00": NaN}',
+]
+
+
+def flush_event(config: JobConfig) -> bytes:
+    """An event far in the future: sent on every partition, it moves the watermark past all
+    the real windows (its own windows never close, and are not expected)."""
+    return json.dumps({config.schema.key_field: "flush",
+                       config.schema.time_field: "2030-01-01T00:00:00Z",
+                       **{m: 0.0 for m in config.schema.metric_fields}}).encode()
+
+
+def flush_all_partitions(config: JobConfig) -> None:
+    """`flush_event` on every partition of the events topic."""
+    for partition in range(config.kafka.partitions):
+        produce(config, [(b"flush", flush_event(config))], partition=partition)
 
 
 def expected_windows(config: JobConfig, events: pd.DataFrame) -> pd.DataFrame:

@@ -17,20 +17,10 @@ from streamad import jobs_client
 from streamad.events import validate_event
 from streamad.replay import encoded, ordered_events
 
-from .helpers import (assert_alerts_match, assert_points_match, expected_alerts,
-                      expected_windows, influx_points, produce, read_json_topic)
+from .helpers import (BAD_EVENTS, assert_alerts_match, assert_points_match,
+                      expected_alerts, expected_windows, influx_points, produce,
+                      read_json_topic)
 
-BAD_EVENTS = [
-    b"this is not json",
-    b'["an", "array"]',
-    b'{"timestamp": "2024-01-17T00:00:00Z", "m00": 1}',
-    b'{"machine": "machine-1-6", "m00": 0.5}',
-    b'{"machine": "machine-1-6", "timestamp": "2024-01-17T00:00:00+02:00", "m00": 1}',
-    b'{"machine": "machine-1-6", "timestamp": "17 Jan 2024", "m00": 1}',
-    b'{"machine": "machine-2-1", "timestamp": "2024-01-17T00:00:00Z", "m00": 1}',
-    b'{"machine": "machine-2-1", "timestamp": "2024-01-17T00:00:00Z", "m00": "busy"}',
-    b'{"machine": "machine-3-3", "timestamp": "2024-01-17T00:00:00Z", "m00": NaN}',
-]
 
 
 def test_job_output_equals_offline_scoring_and_bad_events_are_dead_lettered(

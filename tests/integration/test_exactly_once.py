@@ -23,15 +23,7 @@ from streamad.stack import flink, process
 from .helpers import (assert_alerts_match, assert_points_match, expected_alerts,
                       expected_windows, influx_count,
                       influx_points, produce, read_json_topic, wait_for,
-                      wait_for_count)
-
-
-def _flush_event(config) -> bytes:
-    """An event far in the future: sent on every partition, it moves the watermark past all
-    the real windows (its own windows never close, and are not expected)."""
-    return json.dumps({config.schema.key_field: "flush",
-                       config.schema.time_field: "2030-01-01T00:00:00Z",
-                       **{m: 0.0 for m in config.schema.metric_fields}}).encode()
+                      wait_for_count, flush_all_partitions)
 
 
 def _checkpoints_completed(config, job_id) -> int:
@@ -65,8 +57,7 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
         produce(config, messages[half:])
         flink.start_taskmanager()
 
-        for partition in range(config.kafka.partitions):
-            produce(config, [(b"flush", _flush_event(config))], partition=partition)
+        flush_all_partitions(config)
 
         # After the restart the Python workers start again and the job replays from its
         # checkpoint: on a loaded machine that takes minutes, so wait while points arrive.
@@ -128,8 +119,7 @@ def test_influxdb_down_mid_stream_loses_no_window_score(isolated, smd_slices, id
         influxdb.stop()
         try:
             produce(config, messages[half:])
-            for partition in range(config.kafka.partitions):
-                produce(config, [(b"flush", _flush_event(config))], partition=partition)
+            flush_all_partitions(config)
             # The sink gives up after its retries and the job fails over, while InfluxDB is
             # down: that is the path under test.
             wait_for(lambda: flink.rest(config.flink.rest_url, f"/jobs/{job_id}/exceptions")
