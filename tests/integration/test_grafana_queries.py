@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyflink.table.udf import FunctionContext
 
 from streamad.stack import influxdb
 from udfs.influx_sink import WriteScoresToInflux
@@ -31,7 +32,7 @@ def _write_scores(config, measurement: str) -> int:
     features = ["event_count", "m00__mean"]
     writer = WriteScoresToInflux(config.influxdb.url, config.influxdb.org, config.influxdb.bucket,
                                  measurement, "machine", features, None, 10_000)
-    writer.open(None)
+    writer.open(FunctionContext(None, None))  # as Flink opens it, Python metrics off
     try:
         n = 12
         ends = pd.Series(pd.to_datetime(START_MS + 600_000 * np.arange(1, n + 1), unit="ms"))
