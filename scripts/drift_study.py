@@ -33,11 +33,13 @@ The explanation methods are compared by `streamad evaluate` itself.
 
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 import pandas as pd
 
 from models.data import TIME_MS_COLUMN
+from models.detector import Detector
 from models.drift import DriftPolicy, DriftTracker
 from models.evaluation import precision_recall_f1
 from streamad.evaluate import LABEL_COLUMN, WindowedRun, points_of
@@ -69,13 +71,21 @@ def treated(features, aggregates, is_train, key_field, metrics, trailing, mode, 
     return features
 
 
-def dropped_while_drifting(run: WindowedRun, settings, policy: DriftPolicy
-                           ) -> tuple[dict, dict]:
+def scored_with_score_shares(run: WindowedRun, settings) -> tuple[Detector, pd.DataFrame]:
+    """The detector fitted with `settings`, and its scored test windows with each metric's
+    share of the score's contributions as a column (what `dropped_while_drifting` takes
+    out); the decisions are the configured ones, as the explanation does not change them."""
+    detector, scored, _ = run.score(dataclasses.replace(settings, explain_with="score"),
+                                    explain=True)
+    return detector, scored
+
+
+def dropped_while_drifting(run: WindowedRun, detector: Detector, scored: pd.DataFrame,
+                           policy: DriftPolicy) -> tuple[dict, dict]:
     """Per key, each test minute's decision when, at each window, the metrics the drift
-    tracker declares drifting no longer count in the window's score; and per key, the share
-    of its test windows with a metric declared drifting."""
-    detector = run.score(settings)[0]
-    scored, _ = run.score_with(detector.explained_with("score"), explain=True)
+    tracker declares drifting no longer count in the window's score (`scored` as
+    `scored_with_score_shares` gives it); and per key, the share of its test windows with a
+    metric declared drifting."""
     test_windows = run.aggregates.loc[~run.is_train]
     key_field = run.config.schema.key_field
     metric_column = {metric: i for i, metric in enumerate(detector.metrics)}
@@ -135,11 +145,12 @@ def main() -> None:
             features, aggregates, is_train, key_field, metrics, trailing, mode, k)
         row(label, run.score(settings, features=frame)[2])
     windows_a_day = 86400 // config.window.effective_slide_s
+    detector, scored = scored_with_score_shares(run, settings)
     drifting_shares = {}
     for days in DROP_AFTER_DAYS:
         after = round(days * windows_a_day)
         policy = DriftPolicy(after, config.alerts.drift_clear_after_windows)
-        points, drifting_shares[after] = dropped_while_drifting(run, settings, policy)
+        points, drifting_shares[after] = dropped_while_drifting(run, detector, scored, policy)
         row(f"drop while drifting, after {after} windows ({days:g} day"
             f"{'s' if days > 1 else ''})", points)
     say("\nThe share of each key's test windows with a metric declared drifting: "

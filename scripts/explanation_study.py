@@ -28,7 +28,6 @@ on the mean through it, and how many other metrics are rarer.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 

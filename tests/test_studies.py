@@ -89,7 +89,7 @@ def test_context_and_drift_studies_start_from_the_configured_detector(
 
 def test_drift_study_takes_out_only_what_the_drift_tracker_declares(labeled_folder):
     sys.path.insert(0, str(REPO / "scripts"))
-    from drift_study import dropped_while_drifting
+    from drift_study import dropped_while_drifting, scored_with_score_shares
     from models.drift import DriftPolicy
     from streamad.config import load_config
     from streamad.evaluate import WindowedRun
@@ -98,11 +98,12 @@ def test_drift_study_takes_out_only_what_the_drift_tracker_declares(labeled_fold
     run = WindowedRun.of_folder(config, labeled_folder)
     settings = config.model.detector_settings()
     configured = run.score(settings)[2]
+    detector, scored = scored_with_score_shares(run, settings)
     # Never declared: every decision is the configured one.
-    never, shares = dropped_while_drifting(run, settings, DriftPolicy(10 ** 6, 12))
+    never, shares = dropped_while_drifting(run, detector, scored, DriftPolicy(10 ** 6, 12))
     assert set(shares.values()) == {0.0}
     # Declared at the first out-of-range window: scores only go down, so alerts only go.
-    at_once, shares = dropped_while_drifting(run, settings, DriftPolicy(1, 1))
+    at_once, shares = dropped_while_drifting(run, detector, scored, DriftPolicy(1, 1))
     assert sum(shares.values()) > 0, "the slices should have out-of-range windows"
     for key in KEYS:
         flagged = configured[key]["is_anomaly"].to_numpy(bool)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from udfs.metrics import METRIC_GROUP
+
 from . import process
 from .versions import KAFKA_CONNECTOR_ARTIFACT, KAFKA_CONNECTOR_VERSION
 
@@ -165,9 +167,9 @@ def cancel_job(rest_url: str, job_id: str) -> None:
     rest(rest_url, f"/jobs/{job_id}?mode=cancel", method="PATCH")
 
 
-def job_counters(rest_url: str, job_id: str, group: str = "streamad") -> dict[str, int]:
-    """The job's counters in `group` (see udfs/metrics.py), each summed over its subtasks,
-    by name. A counter shows only once its operator has reported it: {} before."""
+def job_counters(rest_url: str, job_id: str, group: str = METRIC_GROUP) -> dict[str, int]:
+    """The job's counters in `group` (udfs/metrics.py counts them), each summed over its
+    subtasks, by name. A counter shows only once its operator has reported it: {} before."""
     marker = f".{group}."
     totals: dict[str, int] = {}
     for vertex in rest(rest_url, f"/jobs/{job_id}")["vertices"]:
