@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,3 +138,28 @@ def test_explanation_study_starts_from_the_configured_explanations(labeled_folde
     # one row per key for its longest labeled segment, its labeled metrics' rarity as a range
     for key in KEYS:
         assert rows[key][2].startswith("1 in "), rows[key]
+
+
+def test_drift_study_retrains_each_day_on_nothing_but_what_came_before(labeled_folder):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from drift_study import DAY_MS, retrained_daily
+    from streamad.config import load_config
+    from streamad.evaluate import WindowedRun
+
+    config = load_config()
+    run = WindowedRun.of_folder(config, labeled_folder)
+    settings = config.model.detector_settings()
+    _, configured, _ = run.score(settings)
+    # Taking in nothing, every day's detector is the one fitted on the train half.
+    unchanged = retrained_daily(run, settings, accept_share=0.0)
+    assert np.allclose(unchanged["score"], configured["score"])
+    assert np.allclose(unchanged["threshold"], configured["threshold"])
+    # Taking in every window below the threshold: the first day is still scored by the train
+    # half's detector alone (causal), and the later days by one that learned from it.
+    retrained = retrained_daily(run, settings, accept_share=1.0)
+    test = run.aggregates.loc[~run.is_train]
+    first_day = test.groupby(config.schema.key_field)["window_start_ms"].transform(
+        lambda starts: starts - starts.min() < DAY_MS)
+    assert np.allclose(retrained.loc[first_day, "score"], configured.loc[first_day, "score"])
+    assert not np.allclose(retrained.loc[~first_day, "score"],
+                           configured.loc[~first_day, "score"])
