@@ -16,7 +16,10 @@ feature's. The variants:
 
 - the normal: the key's training mean (as the product), or its training median in the same
   hour of the day (a daily pattern made part of the key's normal), with the share among all
-  the key's training windows or among those of the same hour;
+  the key's training windows or among those of the same hour; or the key's own recent level,
+  the metric's mean over its windows of the last hours before this one (causal), with the
+  share among the training windows as far from theirs: a metric that just moved outranks
+  one that has sat as far out for days;
 - the direction: the share of training windows as far out on the same side, not either side;
 - persistence: the rarity averaged over the key's last windows (causal), alone or the larger
   of it and the window's own, so that a metric off its normal for an hour outranks one that
@@ -44,6 +47,8 @@ SHARE_FLOOR = 1e-4
 SD_TIE_BREAK = 1e-3
 SD_TIE_CAP = 50.0
 TRAILING_WINDOWS = (3, 6, 12)
+# The recent level's span: 1 hour, 6 hours and a day of windows at a 5-minute slide.
+RECENT_LEVEL_WINDOWS = (12, 72, 288)
 
 
 class StudyRarity:
@@ -61,30 +66,39 @@ class StudyRarity:
         self.test_rows = np.flatnonzero(~run.is_train)
 
     def decades(self, hourly_normal: bool = False, hourly_tail: bool = False,
-                signed: bool = False, sd_tie_break: float = SD_TIE_BREAK) -> np.ndarray:
+                signed: bool = False, sd_tie_break: float = SD_TIE_BREAK,
+                recent_level: pd.DataFrame | None = None) -> np.ndarray:
         """(test windows x metrics) rarity in decades, the normal and the tail as named, and
-        `sd_tie_break` decades per standard deviation out added to break ties."""
+        `sd_tie_break` decades per standard deviation out added to break ties. With
+        `recent_level` (`WindowedRun.trailing_means`, every window's), each window's normal is
+        its metric's recent level."""
         result = np.zeros((len(self.test_rows), len(self.metrics)))
         for key in np.unique(self.keys):
             train = np.flatnonzero(self.run.is_train & (self.keys == key))
             in_test = np.flatnonzero(self.keys[self.test_rows] == key)
             test = self.test_rows[in_test]
             for column, metric in enumerate(self.metrics):
+                level = (None if recent_level is None
+                         else recent_level[f"{metric}__mean"].to_numpy(float))
                 rarest = np.zeros(len(test))
                 for statistic in self.levels:
                     values = self.run.features[f"{metric}__{statistic}"].to_numpy(float)
                     rarest = np.maximum(rarest, self._feature_decades(
                         values[train], values[test], self.hours[train], self.hours[test],
-                        hourly_normal, hourly_tail, signed, sd_tie_break))
+                        hourly_normal, hourly_tail, signed, sd_tie_break,
+                        None if level is None else (level[train], level[test])))
                 result[in_test, column] = rarest
         return result
 
     @staticmethod
     def _feature_decades(train, test, train_hours, test_hours, hourly_normal, hourly_tail,
-                         signed, sd_tie_break) -> np.ndarray:
+                         signed, sd_tie_break, recent_levels=None) -> np.ndarray:
         """One feature of one key: each test window's rarity in decades against the key's
-        training windows (`decades` says how)."""
-        if hourly_normal:
+        training windows (`decades` says how; `recent_levels`, the train and test windows'
+        own normals, when the normal is the recent level)."""
+        if recent_levels is not None:
+            train_normal, test_normal = recent_levels
+        elif hourly_normal:
             medians = pd.Series(train).groupby(train_hours).median()
             train_normal = medians.reindex(train_hours).to_numpy()
             test_normal = medians.reindex(test_hours).fillna(np.median(train)).to_numpy()
@@ -181,6 +195,12 @@ def main() -> None:
     row("the same, and the share among the same hour's training windows",
         ranked_by(rarity.decades(hourly_normal=True, hourly_tail=True)))
     row("rarity of a move that far on the same side", ranked_by(rarity.decades(signed=True)))
+    for windows in RECENT_LEVEL_WINDOWS:
+        recent = rarity.decades(recent_level=run.trailing_means(windows, lag=1,
+                                                                across_split=True))
+        row(f"rarity of the move from the key's level over its {windows} windows before",
+            ranked_by(recent))
+        row(f"the same ({windows} windows) and rarity added", ranked_by(plain + recent))
     for windows in TRAILING_WINDOWS:
         trailing = rarity.trailing(plain, windows, "mean")
         row(f"rarity averaged over the key's last {windows} windows", ranked_by(trailing))

@@ -131,8 +131,9 @@ def test_explanation_study_starts_from_the_configured_explanations(labeled_folde
                               f"{explained['mean']['hit_rate_150']:.3f}"]
     assert configured[-1].split() == [f"{explained[key]['hit_rate_150']:.2f}" for key in KEYS]
     rankings = [name for name, cells in rows.items() if len(cells) == 5 and name != "ranking"]
-    # configured, the study's rarity, three other readings and three of each trailing length
-    assert len(rankings) == 14
+    # configured, the study's rarity, three other readings, two of each recent level's span
+    # and three of each trailing length
+    assert len(rankings) == 20
     for name in rankings:
         assert 0.0 <= float(rows[name][1]) <= 1.0, name
     # one row per key for its longest labeled segment, its labeled metrics' rarity as a range
