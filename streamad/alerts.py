@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 
 def _consumer(bootstrap_servers: str, from_beginning: bool = True):
@@ -35,14 +35,20 @@ def _group_consumer(bootstrap_servers: str, group_id: str, client_id: str):
                          enable_auto_commit=False, client_id=client_id)
 
 
-def _ends_and_lag(consumer, topic: str) -> tuple[list, dict, int]:
-    """`topic`'s partitions, their end offsets now, and how many messages lie past the
-    consumer's group's committed offsets."""
+class _GroupPosition(NamedTuple):
+    """Where a consumer group stands on a topic."""
+    partitions: list  # the topic's partitions (TopicPartition)
+    ends: dict  # each partition's end offset now
+    unread: int  # messages past the group's committed offsets
+
+
+def _group_position(consumer, topic: str) -> _GroupPosition:
     from kafka import TopicPartition
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
     ends = consumer.end_offsets(partitions)
-    return partitions, ends, sum(max(ends[tp] - (consumer.committed(tp) or 0), 0)
-                                 for tp in partitions)
+    return _GroupPosition(partitions, ends,
+                          sum(max(ends[tp] - (consumer.committed(tp) or 0), 0)
+                              for tp in partitions))
 
 
 def start_group_at_end(bootstrap_servers: str, topic: str, group_id: str) -> int:
@@ -53,7 +59,7 @@ def start_group_at_end(bootstrap_servers: str, topic: str, group_id: str) -> int
     from kafka.structs import OffsetAndMetadata
     consumer = _group_consumer(bootstrap_servers, group_id, "streamad-start-at-end")
     try:
-        partitions, ends, unread = _ends_and_lag(consumer, topic)
+        partitions, ends, unread = _group_position(consumer, topic)
         consumer.assign(partitions)
         consumer.commit({tp: OffsetAndMetadata(ends[tp], "", -1) for tp in partitions})
         return unread
@@ -70,7 +76,7 @@ def group_lag(bootstrap_servers: str, topic: str, group_id: str) -> int:
     """
     consumer = _group_consumer(bootstrap_servers, group_id, "streamad-lag")
     try:
-        return _ends_and_lag(consumer, topic)[2]
+        return _group_position(consumer, topic).unread
     finally:
         consumer.close()
 
