@@ -14,7 +14,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from models.artifact import ModelArtifact, save_artifact, sha256_of
+from models.artifact import (ArtifactError, ModelArtifact, load_artifact, save_artifact,
+                             sha256_of)
 from models.data import TIME_MS_COLUMN, load_events_csv
 from models.features import feature_names, features_from_aggregates, window_aggregates
 from models.detector import Detector
@@ -70,20 +71,26 @@ def settings_changed_since_training(config: JobConfig, metadata: dict) -> list[s
     return changes
 
 
-def train(config: JobConfig, paths: Sequence[Path], output_dir: Path | None = None
-          ) -> ModelArtifact:
-    """Fit the model on the events in CSV files `paths` and write the artifact."""
+def train(config: JobConfig, paths: Sequence[Path], output_dir: Path | None = None,
+          keep_below: float | None = None) -> ModelArtifact:
+    """Fit the model on the events in CSV files `paths` and write the artifact
+    (`keep_below` as `train_on_events`)."""
     paths = [Path(p) for p in paths]
     events = load_events_csv(paths, config.schema)
     reference = {"files": [{"path": str(p.resolve()), "sha256": sha256_of(p)} for p in paths]}
-    return train_on_events(config, events, reference, output_dir)
+    return train_on_events(config, events, reference, output_dir, keep_below)
 
 
 def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict,
-                    output_dir: Path | None = None) -> ModelArtifact:
+                    output_dir: Path | None = None, keep_below: float | None = None
+                    ) -> ModelArtifact:
     """Fit the model on `events` (key, event_time_ms, metrics) and write the artifact.
 
-    `training_data` says where the events came from; it goes into the metadata.
+    `training_data` says where the events came from; it goes into the metadata. With
+    `keep_below`, the model now at the configuration's artifact folder first scores the
+    windows, and those it scores at or above `keep_below` times their key's threshold are
+    left out: a retrain on live events (the remedy for drift) then takes the new normal
+    without the anomalies the model saw in them.
     """
     if events.empty:
         raise ValueError("no events to train on; check the files or the topic.")
@@ -91,6 +98,10 @@ def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict
     features = features_for(aggregates, config)
     names = feature_names(config.schema.metric_fields, config.features.statistics,
                           config.features.include_count)
+    if keep_below is not None:
+        aggregates, features, left_out = _without_flagged_windows(
+            config, aggregates, features, names, keep_below)
+        training_data = {**training_data, "left_out": left_out}
     log.info("training on %d events -> %d windows x %d features", len(events),
              len(features), len(names))
     settings = config.model.detector_settings()
@@ -116,3 +127,33 @@ def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict
         **training_settings(config),
     }
     return save_artifact(output_dir or config.artifact_path, detector, metadata)
+
+
+def _without_flagged_windows(config: JobConfig, aggregates: pd.DataFrame,
+                             features: pd.DataFrame, names: list[str], keep_below: float
+                             ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The windows the current model scores below `keep_below` times their key's threshold,
+    and what was left out (for the metadata)."""
+    if isinstance(keep_below, bool) or not isinstance(keep_below, (int, float)) \
+            or not keep_below > 0:
+        raise ValueError(f"keep_below must be a positive multiple of the threshold (1 leaves "
+                         f"out the windows the current model flags); got {keep_below!r}.")
+    try:
+        current = load_artifact(config.artifact_path, names)
+    except ArtifactError as exc:
+        raise ArtifactError(f"leaving out the windows the current model flags needs that "
+                            f"model, and: {exc} Or train without leaving any out "
+                            f"(no --keep-below).") from exc
+    keys = aggregates[config.schema.key_field]
+    scored = current.scorer.score(features[names], keys, explain=False)
+    kept = (scored["score"] < keep_below * scored["threshold"]).to_numpy()
+    if not kept.any():
+        raise ValueError(f"model {current.model_version} scores every one of the "
+                         f"{len(kept):,} windows at or above {keep_below:g} times its "
+                         f"threshold, so none is left to train on; raise --keep-below.")
+    left_out = {"model_version": current.model_version, "keep_below": float(keep_below),
+                "windows": int((~kept).sum())}
+    log.info("left out %d of %d windows that model %s scores at or above %g x its threshold",
+             left_out["windows"], len(kept), current.model_version, keep_below)
+    return (aggregates.loc[kept].reset_index(drop=True),
+            features.loc[kept].reset_index(drop=True), left_out)

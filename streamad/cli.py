@@ -84,11 +84,15 @@ def cmd_train(args, config: JobConfig) -> int:
         events, reference = read_events_topic(config, max_events=args.max_events)
         _say(f"Training on {len(events):,} events ({reference['rejected_events']} invalid "
              f"left out)...")
-        artifact = train_on_events(config, events, reference, output)
+        artifact = train_on_events(config, events, reference, output, args.keep_below)
     else:
         files = [Path(f) for f in args.files] or _smd_files("train", Path(args.data_dir))
         _say(f"Training on {len(files)} file(s)...")
-        artifact = train(config, files, output)
+        artifact = train(config, files, output, args.keep_below)
+    left_out = artifact.metadata["training_data"].get("left_out")
+    if left_out:
+        _say(f"Left out {left_out['windows']:,} windows that model {left_out['model_version']} "
+             f"scores at or above {left_out['keep_below']:g} times its threshold.")
     _report_model(artifact, output or config.artifact_path)
     return 0
 
@@ -363,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "its end now) instead of CSV files")
     train.add_argument("--max-events", type=_positive(int),
                        help="with --from-topic: read at most this many")
+    train.add_argument("--keep-below", type=_positive(float), metavar="MULTIPLE",
+                       help="leave out the windows the current model (at model.artifact_dir) "
+                            "scores at or above MULTIPLE times its threshold, so that a "
+                            "retrain on live events does not learn the anomalies in them "
+                            "(1: what it flags; of 0.2, 0.4 and 1, 0.4 lost least in the "
+                            "daily retrain of scripts/drift_study.py)")
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser(
