@@ -25,6 +25,12 @@ def test_topic_training_equals_csv_training(isolated, smd_slices, tmp_path):
     assert reference["rejected_events"] == 2
     assert sum(end for _, end in reference["offsets"].values()) == len(messages)
     topic_model = train_on_events(config, from_topic, reference, tmp_path / "from-topic")
+    # The drift remedy's retrain: the same read, less what the model in use flags.
+    kept = train_on_events(config, from_topic, reference, tmp_path / "kept", keep_below=1.0)
+    left_out = kept.metadata["training_data"]["left_out"]
+    assert left_out["model_version"] == load_artifact(config.artifact_path).model_version
+    assert (kept.metadata["training_data"]["windows"]
+            == topic_model.metadata["training_data"]["windows"] - left_out["windows"])
 
     csv_events = ordered_events(files, config, limit_per_key=1500)
     csv_dir = tmp_path / "csv"
