@@ -141,9 +141,9 @@ def _without_flagged_windows(config: JobConfig, aggregates: pd.DataFrame,
     try:
         current = load_artifact(config.artifact_path, names)
     except ArtifactError as exc:
-        raise ArtifactError(f"leaving out the windows the current model flags needs that "
-                            f"model, and: {exc} Or train without leaving any out "
-                            f"(no --keep-below).") from exc
+        raise ArtifactError(f"keep_below (--keep-below) scores the windows with the model in "
+                            f"use first, which cannot be loaded: {exc} Or train on every "
+                            f"window (without --keep-below).") from exc
     keys = aggregates[config.schema.key_field]
     scored = current.scorer.score(features[names], keys, explain=False)
     kept = (scored["score"] < keep_below * scored["threshold"]).to_numpy()
