@@ -25,7 +25,7 @@ from pyflink.table.udf import udf  # noqa: E402
 
 from jobs import sql  # noqa: E402
 from models.artifact import verify_artifact  # noqa: E402
-from models.features import aggregate_columns, feature_names  # noqa: E402
+from models.features import aggregate_columns, feature_names, recent_level_names  # noqa: E402
 from models.train import settings_changed_since_training  # noqa: E402
 from streamad.config import JobConfig, load_config  # noqa: E402
 from udfs.incident_alerts import IncidentAlerts, alert_type_info  # noqa: E402
@@ -98,19 +98,24 @@ def _computed_once(t_env: StreamTableEnvironment, name: str, table: Table,
 
 
 def build_job(t_env: StreamTableEnvironment, config: JobConfig,
-              options: sql.RunOptions = sql.RunOptions()):
-    """Create the tables, views, UDFs and the alert policy; return the job's statement set."""
+              options: sql.RunOptions = sql.RunOptions(),
+              recent_level_windows: int | None = None):
+    """Create the tables, views, UDFs and the alert policy; return the job's statement set.
+    `recent_level_windows` is what the model's explanations weigh (the configuration's
+    model.explain_recent_windows unless given; `main` gives the model's own)."""
     schema = config.schema
     features = job_features(config)
     aggregates = aggregate_columns(schema.metric_fields)
     explain_top = config.model.explain_top
+    if recent_level_windows is None:
+        recent_level_windows = config.model.explain_recent_windows
 
     parse = udf(ParseEvents(schema.key_field, schema.time_field, schema.time_format,
                             schema.metric_fields),
                 result_type=parse_result_type(schema.metric_fields), func_type="pandas")
     score = udf(ScoreWindows(str(config.artifact_path), schema.metric_fields,
                              config.features.statistics, config.features.include_count,
-                             explain_top),
+                             explain_top, recent_level_windows),
                 result_type=score_result_type(features, explain_top), func_type="pandas")
     influx = config.influxdb
     write = udf(WriteScoresToInflux(influx.url, influx.org, influx.bucket, influx.measurement,
@@ -134,7 +139,13 @@ def build_job(t_env: StreamTableEnvironment, config: JobConfig,
     for name, query in (("good_events", sql.good_events_query(config)),
                         ("window_aggregates", sql.window_aggregates_query(config))):
         t_env.create_temporary_view(name, t_env.sql_query(query))
-    _computed_once(t_env, "scored", t_env.sql_query(sql.scored_query(aggregates)))
+    scored_from, arguments = "window_aggregates", aggregates
+    if recent_level_windows:
+        t_env.create_temporary_view("windows_with_levels", t_env.sql_query(
+            sql.windows_with_levels_query(config, recent_level_windows)))
+        scored_from = "windows_with_levels"
+        arguments = aggregates + recent_level_names(schema.metric_fields)
+    _computed_once(t_env, "scored", t_env.sql_query(sql.scored_query(arguments, scored_from)))
 
     # The alert policy keeps per-key state across windows: a keyed process function.
     windows = t_env.to_data_stream(t_env.sql_query(sql.scored_windows_query(explain_top)))
@@ -182,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                     "to apply the configuration.", "; ".join(changes))
 
     env, t_env = create_environment(config, args.connector_jar, args.python)
-    statements = build_job(t_env, config, sql.RunOptions(bounded=args.bounded))
+    # The recent levels the model's explanations were trained with, whatever the
+    # configuration now says: the job scores as the model was trained.
+    recent_level_windows = metadata.get("settings", {}).get("explain_recent_windows", 0)
+    statements = build_job(t_env, config, sql.RunOptions(bounded=args.bounded),
+                           recent_level_windows)
     if args.explain:
         print(statements.explain())
         return 0

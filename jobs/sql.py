@@ -9,6 +9,7 @@ The data's path:
       -> checked (parse_event UDF: reason, key, metrics; late events get a reason too)
          -> dead_letters (Kafka, exactly-once)             where reason IS NOT NULL
          -> window_aggregates (HOP/TUMBLE, per key)          where reason IS NULL
+          [ -> windows_with_levels (OVER each key's last windows: recent levels) ]
             -> scored (score_windows UDF: score, grade, threshold, drivers)
                -> influx_writes (write_scores UDF -> blackhole)   every window
                -> scored_windows -> IncidentAlerts (DataStream, keyed state, see
@@ -21,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.detector import driver_columns
-from models.features import AGGREGATES, COUNT_COLUMN, aggregate_name
+from models.features import (AGGREGATES, COUNT_COLUMN, aggregate_name,
+                             recent_level_names)
 from streamad.config import JobConfig
 from udfs.influx_sink import SCORE_FIELDS
 
@@ -219,13 +221,40 @@ def window_aggregates_query(config: JobConfig) -> str:
             outer.append(f"CAST(SUBSTRING({name} FROM {_TIME_DIGITS + 2}) AS DOUBLE) AS {name}"
                          if aggregate in ("first", "last") else name)
     inner_select, outer_select = ",\n    ".join(inner), ",\n  ".join(outer)
-    return f"""SELECT event_key, window_start, window_end,
+    # window_time (the window's end less 1 ms) is the windows' time attribute, which the
+    # recent levels' OVER aggregation orders each key's windows by.
+    return f"""SELECT event_key, window_start, window_end, window_time,
   {outer_select}
 FROM (
-  SELECT event_key, window_start, window_end,
+  SELECT event_key, window_start, window_end, window_time,
     {inner_select}
   FROM TABLE({table_function})
-  GROUP BY event_key, window_start, window_end
+  GROUP BY event_key, window_start, window_end, window_time
+)"""
+
+
+def windows_with_levels_query(config: JobConfig, windows: int) -> str:
+    """window_aggregates with every metric's recent level (models/features.py): its window
+    mean over the key's `windows` windows before, in the same steps as
+    `models.features.recent_levels`. The OVER aggregation keeps each key's last `windows`
+    rows in state."""
+    count = quote(COUNT_COLUMN)
+    means = {m: f"{quote(aggregate_name(m, 'sum'))} / {count}" for m in config.schema.metric_fields}
+    totals = ",\n    ".join(f"SUM({mean}) OVER recent AS {quote(m + '__recent_total')}"
+                            for m, mean in means.items())
+    levels = ",\n  ".join(
+        f"CASE WHEN recent_windows > 1 THEN ({quote(m + '__recent_total')} - {mean}) "
+        f"/ (recent_windows - 1) ELSE {mean} END AS {quote(name)}"
+        for (m, mean), name in zip(means.items(), recent_level_names(means)))
+    return f"""SELECT *,
+  {levels}
+FROM (
+  SELECT *,
+    {totals},
+    CAST(COUNT(*) OVER recent AS DOUBLE) AS recent_windows
+  FROM window_aggregates
+  WINDOW recent AS (PARTITION BY event_key ORDER BY window_time
+                    ROWS BETWEEN {int(windows)} PRECEDING AND CURRENT ROW)
 )"""
 
 
@@ -235,10 +264,11 @@ def good_events_query(config: JobConfig) -> str:
             f"WHERE reason IS NULL")
 
 
-def scored_query(aggregate_names: list[str]) -> str:
-    arguments = ", ".join(["event_key"] + [quote(a) for a in aggregate_names])
+def scored_query(argument_names: list[str], source: str = "window_aggregates") -> str:
+    """The scoring UDF over every window of `source`, given the key and `argument_names`."""
+    arguments = ", ".join(["event_key"] + [quote(a) for a in argument_names])
     return f"""SELECT event_key, window_start, window_end, {SCORE_UDF}({arguments}) AS s
-FROM window_aggregates"""
+FROM {source}"""
 
 
 _ISO_SECONDS = "'yyyy-MM-dd''T''HH:mm:ss''Z'''"

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import joblib
 import numpy as np
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 

@@ -13,7 +13,12 @@ the offline path (`streamad evaluate`, training) call. It is free of Flink. Per 
    - ``rarity`` (the default): how rare each metric's distance from the key's normal is
      for the key (`KeyedScaler.rarity`), its rarest level feature (the spread statistics,
      ``SPREAD_STATISTICS``, left out), weighed by 1 / its share of training windows; within
-     one step of rarity, the metric further out in standard deviations first;
+     one step of rarity, the metric further out in standard deviations first. With
+     ``explain_recent_windows``, the rarity of the metric's move from its own recent level
+     (models/features.py) is added to it, in decades: against the training windows' moves
+     from theirs, how rare it is for the metric to have moved this far from where it was
+     over the key's last windows. A metric that just moved then comes before one that has
+     sat as far from the key's normal for days;
    - ``deviation``: each metric's largest distance from the key's normal, in the key's own
      standard deviations, over the metric's features (not capped);
    - ``score``: the scorer's own feature contributions (for PCA the squared residuals),
@@ -36,7 +41,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from models.features import COUNT_COLUMN, SPREAD_STATISTICS
+from models.features import COUNT_COLUMN, RECENT_LEVEL, SPREAD_STATISTICS
 from models.scaling import (RARITY_DECADES, TAIL_BAND_DECADES, KeyedScaler,
                             rows_of_each_key)
 from models.scorers import SCORERS, make_scorer
@@ -74,6 +79,9 @@ class DetectorSettings:
     random_state: int | None = 0
     explain_top: int = 5
     explain_with: str = "rarity"
+    # With rarity, the rarity of each metric's move from its recent level over this many
+    # windows is added (module docstring); 0: not.
+    explain_recent_windows: int = 0
     # A key needs this many training windows for a model and a calibration of its own.
     min_key_windows: int = 200
 
@@ -81,6 +89,11 @@ class DetectorSettings:
     def threshold_rule(self) -> ThresholdRule:
         method = self.threshold_method
         return ThresholdRule(method, getattr(self, LEVEL_NAMES[method]))
+
+    def for_scores_only(self) -> "DetectorSettings":
+        """These settings without the explanations' recent levels: the same scores and
+        decisions, from windows that need not carry the levels (studies of the score)."""
+        return replace(self, explain_recent_windows=0)
 
 
 def driver_columns(explain_top: int) -> list[tuple[str, str, str]]:
@@ -174,7 +187,8 @@ class Detector:
         self.scaler_ = KeyedScaler(cap=settings.cap, min_key_rows=settings.min_key_windows,
                                    tail_quantile=settings.scale_tail_quantile,
                                    tail_band_decades=settings.scale_tail_band_decades
-                                   ).fit(X, keys, groups=self.feature_metrics)
+                                   ).fit(X, keys, groups=self.feature_metrics,
+                                         levels=self._levels(features))
         Z = self.scaler_.transform(X, keys)
         key_rows = rows_of_each_key(keys)
         trained_keys = [(key, rows) for key, rows in key_rows
@@ -217,6 +231,24 @@ class Detector:
             raise ValueError(f"the features lack {missing[:5]} that the detector was trained "
                              f"on; compute the same features, or retrain.")
         return features[self.feature_names].to_numpy(dtype=np.float64)
+
+    def _levels(self, features: pd.DataFrame) -> np.ndarray | None:
+        """(windows x features): each feature's recent level, its metric's (NaN for the
+        event count); None unless the explanations weigh it."""
+        windows = self.settings.explain_recent_windows
+        if not windows:
+            return None
+        columns = {m: f"{m}__{RECENT_LEVEL}" for m in self.metrics if m != COUNT_COLUMN}
+        missing = [c for c in columns.values() if c not in features.columns]
+        if missing:
+            raise ValueError(
+                f"the windows lack the recent levels {missing[:3]} that "
+                f"explain_recent_windows = {windows} needs; compute them with "
+                f"models.features.recent_levels (streamad's training and job do), or set "
+                f"model.explain_recent_windows to 0.")
+        nothing = np.full(len(features), np.nan)
+        return np.column_stack([features[columns[m]].to_numpy(np.float64) if m in columns
+                                else nothing for m in self.feature_metrics])
 
     def _scorer_for(self, key: str):
         return self.key_scorers_.get(key, self.pooled_scorer_)
@@ -297,7 +329,11 @@ class Detector:
         if by_score:
             per_metric = self.per_metric(contributions)
         elif self.settings.explain_with == "rarity":
-            per_metric = self._rarest(self.scaler_.rarity(deviations, keys), deviations)
+            levels = self._levels(features)
+            recent = (None if levels is None
+                      else self.scaler_.recent_rarity(X, levels, keys))
+            per_metric = self._rarest(self.scaler_.rarity(deviations, keys), deviations,
+                                      recent)
         else:
             per_metric = np.abs(signed)
         totals = per_metric.sum(axis=1, keepdims=True)
@@ -317,15 +353,19 @@ class Detector:
             per_metric[:, j] = own[rows, np.abs(own).argmax(axis=1)]
         return per_metric
 
-    def _rarest(self, rarity: np.ndarray, deviations: np.ndarray) -> np.ndarray:
-        """(windows x metrics): per metric, the weight of its rarest ranked feature, with
-        the tie-break by its largest deviation in sd (see ``_TIE_BREAK``)."""
+    def _rarest(self, rarity: np.ndarray, deviations: np.ndarray,
+                recent: np.ndarray | None = None) -> np.ndarray:
+        """(windows x metrics): per metric, the weight of its rarest ranked feature, times
+        that of its rarest move from the recent level when `recent` is given (decades
+        added), with the tie-break by its largest deviation in sd (see ``_TIE_BREAK``)."""
         distance = np.abs(np.nan_to_num(deviations, nan=0.0))
         per_metric = np.empty((len(rarity), len(self.metrics)))
         for j, features in enumerate(self._rarity_features):
             furthest = distance[:, features].max(axis=1)
-            per_metric[:, j] = (10.0 ** rarity[:, features].max(axis=1)
-                                * (1.0 + _TIE_BREAK * furthest / (1.0 + furthest)))
+            decades = rarity[:, features].max(axis=1)
+            if recent is not None:
+                decades = decades + recent[:, features].max(axis=1)
+            per_metric[:, j] = 10.0 ** decades * (1.0 + _TIE_BREAK * furthest / (1.0 + furthest))
         return per_metric
 
     def _drivers(self, shares: np.ndarray, deviations: np.ndarray

@@ -18,6 +18,15 @@ A window's features are computed in two steps so that Flink SQL can do the heavy
 "first" and "last" are the values at the window's earliest and latest event times, whatever
 order events arrived in. Should one key send two events with the same time, which of their
 values is "first" or "last" is not specified.
+
+Beside the features, each window can carry every metric's *recent level* (`recent_levels`):
+its window mean averaged over the key's windows before this one (``model.
+explain_recent_windows`` of them). The explanations weigh how rare a metric's move from it
+is (models/detector.py); the scorers do not see it. The job computes it with a Flink SQL
+OVER aggregation over each key's windows in event time (jobs/sql.py), offline it is a
+rolling sum over each key's windows in time order, and both take the same steps: the sum of
+the window means over the window and the ones before it, less the window's own, over their
+count (a key's first window, with none before it, takes its own mean).
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ SPREAD_STATISTICS = ("std", "range")
 _RELATIVE_VARIANCE_NOISE = 1e-10
 
 
+RECENT_LEVEL = "recent_level"
+
+
 def aggregate_name(metric: str, aggregate: str) -> str:
     return f"{metric}__{aggregate}"
 
@@ -58,6 +70,47 @@ def feature_names(metrics: Sequence[str], statistics: Sequence[str],
     """
     names = [COUNT_COLUMN] if include_count else []
     return names + [f"{m}__{s}" for m in metrics for s in statistics]
+
+
+def recent_level_names(metrics: Sequence[str]) -> list[str]:
+    """The recent levels' column names.
+
+    >>> recent_level_names(["cpu"])
+    ['cpu__recent_level']
+    """
+    return [f"{m}__{RECENT_LEVEL}" for m in metrics]
+
+
+def recent_levels(aggregates: pd.DataFrame, key: str, metrics: Sequence[str], windows: int,
+                  streams: np.ndarray | None = None) -> pd.DataFrame:
+    """Each window's recent level of every metric (module docstring): the mean of the
+    metric's window means over the key's `windows` windows before it, in window order.
+    `streams` labels rows that are separate streams (a train and a test file), which do not
+    look back into each other. Indexed like `aggregates`.
+
+    >>> agg = pd.DataFrame({"k": ["a"] * 4, "window_start_ms": [0, 1, 2, 3],
+    ...                     "event_count": [1.0, 1.0, 2.0, 1.0],
+    ...                     "x__sum": [1.0, 3.0, 10.0, 8.0]})
+    >>> recent_levels(agg, "k", ["x"], windows=2)["x__recent_level"].tolist()
+    [1.0, 1.0, 2.0, 4.0]
+    """
+    count = aggregates[COUNT_COLUMN].to_numpy(dtype=np.float64)
+    means = pd.DataFrame({name: aggregates[aggregate_name(m, "sum")].to_numpy(np.float64) / count
+                          for m, name in zip(metrics, recent_level_names(metrics))},
+                         index=aggregates.index)
+    groups = [aggregates[key].to_numpy()]
+    if streams is not None:
+        groups.append(np.asarray(streams))
+    order = np.lexsort((aggregates["window_start_ms"].to_numpy(), *groups))
+    ordered = means.iloc[order]
+    rolling = ordered.groupby([g[order] for g in groups], sort=False).rolling(
+        windows + 1, min_periods=1)
+    totals = rolling.sum().reset_index(level=list(range(len(groups))), drop=True)
+    seen = rolling.count().reset_index(level=list(range(len(groups))), drop=True)
+    totals, seen = totals.reindex(means.index), seen.reindex(means.index)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        before = (totals - means) / (seen - 1)
+    return before.where(seen > 1, means)
 
 
 def features_from_aggregates(aggregates: pd.DataFrame, metrics: Sequence[str],

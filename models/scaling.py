@@ -68,6 +68,8 @@ RARITY_DECADES = -np.log10(RARITY_TAILS)
 # rule's mean point F1 from 0.548 to 0.520. scripts/scale_study.py has the figures.
 TAIL_BAND_DECADES = 1.0
 TAIL_BAND_LEVELS = 9
+# A move from the recent level below this many sd is rounding, not a move (`_moves`).
+NEGLIGIBLE_MOVE_SD = 1e-9
 
 
 def check_tail_quantile(tail_quantile) -> None:
@@ -145,10 +147,11 @@ class KeyedScaler:
         self.tail_quantile = tail_quantile
         self.tail_band_decades = tail_band_decades
 
-    def fit(self, X: np.ndarray, keys: Sequence, groups: Sequence | None = None
-            ) -> "KeyedScaler":
+    def fit(self, X: np.ndarray, keys: Sequence, groups: Sequence | None = None,
+            levels: np.ndarray | None = None) -> "KeyedScaler":
         """`groups` names each column's group of columns in the same units (its metric);
-        without it, every column is a group of its own."""
+        without it, every column is a group of its own. `levels`, the same shape as `X`:
+        each value's recent level (NaN where a column has none), for `recent_rarity`."""
         X = np.asarray(X, dtype=np.float64)
         self.floor_ = np.maximum(self.min_scale_share * self._spread(X, groups), 1e-9)
         self.pooled_ = self._stats(X)
@@ -158,10 +161,23 @@ class KeyedScaler:
         # Rarity's quantiles as one array, level by level over the keys (the pooled ones
         # last, at len(per_key_)), so `rarity` reads a level for every row with one index.
         self.key_index_ = {key: i for i, (key, _) in enumerate(key_rows)}
-        self.far_quantiles_ = np.ascontiguousarray(np.stack(
+        self.far_quantiles_ = self._tables(
             [self._far_quantiles(X[rows], self.per_key_[key]) for key, rows in key_rows]
-            + [self._far_quantiles(X, self.pooled_)]).transpose(1, 0, 2))
+            + [self._far_quantiles(X, self.pooled_)])
+        self.recent_quantiles_ = None
+        if levels is not None:
+            moves = self._moves(X, levels, keys)
+            self.recent_quantiles_ = self._tables(
+                [self._quantiles_of(moves[rows]) for _, rows in key_rows]
+                + [self._quantiles_of(moves)])
         return self
+
+    @staticmethod
+    def _tables(per_key: list[np.ndarray]) -> np.ndarray:
+        """Each key's (levels x features) table (the pooled one last, at len(per_key_)) as
+        one array, level by level over the keys, so a level is read for every row with one
+        index."""
+        return np.ascontiguousarray(np.stack(per_key).transpose(1, 0, 2))
 
     @staticmethod
     def _spread(X: np.ndarray, groups: Sequence | None) -> np.ndarray:
@@ -195,12 +211,28 @@ class KeyedScaler:
         quantiles = np.nanquantile(distances, 1.0 - tails, axis=0)
         return np.mean(quantiles / normal[:, np.newaxis], axis=0)
 
-    @staticmethod
-    def _far_quantiles(X: np.ndarray, stats: KeyStats) -> np.ndarray:
+    @classmethod
+    def _far_quantiles(cls, X: np.ndarray, stats: KeyStats) -> np.ndarray:
         """(len(RARITY_TAILS) x features): the distance from the mean, in sd, that a share
         RARITY_TAILS of the rows reach or pass."""
-        distance = np.abs(X - stats.center) / stats.sd
+        return cls._quantiles_of(np.abs(X - stats.center) / stats.sd)
+
+    @staticmethod
+    def _quantiles_of(distance: np.ndarray) -> np.ndarray:
+        """(len(RARITY_TAILS) x features): the distance a share RARITY_TAILS of the rows
+        reach or pass."""
         return np.nan_to_num(np.nanquantile(distance, 1.0 - RARITY_TAILS, axis=0))
+
+    def _moves(self, X: np.ndarray, levels: np.ndarray, keys: Sequence) -> np.ndarray:
+        """How far each value is from its recent level, in its key's sd; 0 where it has no
+        level, and where the distance is rounding (the job's running sums and the offline
+        rolling ones differ in the last bits, and a metric that did not move must not be
+        rare in one and not the other)."""
+        levels = np.asarray(levels, dtype=np.float64)
+        unique, key_of_row = np.unique(np.asarray(keys).astype(str), return_inverse=True)
+        sd = np.stack([self.per_key_.get(key, self.pooled_).sd for key in unique])[key_of_row]
+        distance = np.abs(np.nan_to_num(np.asarray(X, dtype=np.float64) - levels)) / sd
+        return np.where(distance > NEGLIGIBLE_MOVE_SD, distance, 0.0)
 
     def known(self, key: str) -> bool:
         return str(key) in self.per_key_
@@ -248,13 +280,37 @@ class KeyedScaler:
         >>> deviations.round(2).tolist(), scaler.rarity(deviations, ["a"]).round(2).tolist()
         ([[4.36, 4.0]], [[1.12, 3.0]])
         """
+        distance = np.abs(np.nan_to_num(np.asarray(deviations, dtype=np.float64)))
+        return self._decades(self.far_quantiles_, distance, keys)
+
+    def recent_rarity(self, X: np.ndarray, levels: np.ndarray, keys: Sequence) -> np.ndarray:
+        """How rare each value's move from its recent level (`levels`, as in `fit`) is for
+        its key, in decades, against the training windows' moves from theirs; read as
+        `rarity` reads distances from the key's normal.
+
+        A metric that sat at 0 and one that stepped between 0 and 2 every window in
+        training: both are at 2 now, but only the first just got there.
+
+        >>> X = np.column_stack([np.zeros(1000), np.tile([0.0, 2.0], 500)])
+        >>> levels = np.column_stack([np.zeros(1000), np.tile([2.0, 0.0], 500)])
+        >>> scaler = KeyedScaler(min_key_rows=2).fit(X, ["a"] * 1000, levels=levels)
+        >>> now = np.array([[2.0, 2.0]])
+        >>> scaler.recent_rarity(now, np.array([[0.0, 0.0]]), ["a"]).round(2).tolist()
+        [[3.0, 0.0]]
+        """
+        if self.recent_quantiles_ is None:
+            raise ValueError("this scaler was fitted without recent levels; fit it with "
+                             "`levels` to read how rare a move from them is.")
+        return self._decades(self.recent_quantiles_, self._moves(X, levels, keys), keys)
+
+    def _decades(self, tables: np.ndarray, distance: np.ndarray, keys: Sequence) -> np.ndarray:
+        """Each distance's rarity for its key in decades, read off `tables` (`_tables`)."""
         unique, key_of_row = np.unique(np.asarray(keys).astype(str), return_inverse=True)
         pooled = len(self.per_key_)
         row_key = np.array([self.key_index_.get(key, pooled) for key in unique])[key_of_row]
-        distance = np.abs(np.nan_to_num(np.asarray(deviations, dtype=np.float64)))
         # How many of the key's quantiles lie strictly below: the rarest tail passed.
         passed = np.zeros(distance.shape, dtype=np.int64)
-        for level in self.far_quantiles_:
+        for level in tables:
             passed += level[row_key] < distance
         return np.where(passed > 0, RARITY_DECADES[np.maximum(passed - 1, 0)], 0.0)
 

@@ -12,12 +12,14 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from models.artifact import (ArtifactError, ModelArtifact, load_artifact, save_artifact,
                              sha256_of)
 from models.data import TIME_MS_COLUMN, load_events_csv
-from models.features import feature_names, features_from_aggregates, window_aggregates
+from models.features import (feature_names, features_from_aggregates, recent_levels,
+                             window_aggregates)
 from models.detector import Detector
 from streamad.config import JobConfig
 
@@ -32,9 +34,18 @@ def windows_for(events: pd.DataFrame, config: JobConfig) -> pd.DataFrame:
                              slide_ms=window.effective_slide_s * 1000)
 
 
-def features_for(aggregates: pd.DataFrame, config: JobConfig) -> pd.DataFrame:
-    return features_from_aggregates(aggregates, config.schema.metric_fields,
-                                    config.features.statistics, config.features.include_count)
+def features_for(aggregates: pd.DataFrame, config: JobConfig,
+                 streams: np.ndarray | None = None) -> pd.DataFrame:
+    """The windows' features, with every metric's recent level beside them when the
+    explanations weigh it (``model.explain_recent_windows``); `streams` as `recent_levels`."""
+    features = features_from_aggregates(aggregates, config.schema.metric_fields,
+                                        config.features.statistics,
+                                        config.features.include_count)
+    windows = config.model.explain_recent_windows
+    if not windows:
+        return features
+    return features.join(recent_levels(aggregates, config.schema.key_field,
+                                       config.schema.metric_fields, windows, streams))
 
 
 def training_settings(config: JobConfig) -> dict:
@@ -105,7 +116,7 @@ def train_on_events(config: JobConfig, events: pd.DataFrame, training_data: dict
     log.info("training on %d events -> %d windows x %d features", len(events),
              len(features), len(names))
     settings = config.model.detector_settings()
-    detector = Detector(names, settings).fit(features[names], aggregates[config.schema.key_field])
+    detector = Detector(names, settings).fit(features, aggregates[config.schema.key_field])
     train_scores = detector.training_scores_
     metadata = {
         "model_kind": settings.kind,
@@ -145,7 +156,7 @@ def _without_flagged_windows(config: JobConfig, aggregates: pd.DataFrame,
                             f"use first, which cannot be loaded: {exc} Or train on every "
                             f"window (without --keep-below).") from exc
     keys = aggregates[config.schema.key_field]
-    scored = current.scorer.score(features[names], keys, explain=False)
+    scored = current.scorer.score(features, keys, explain=False)
     kept = (scored["score"] < keep_below * scored["threshold"]).to_numpy()
     if not kept.any():
         raise ValueError(f"model {current.model_version} scores every one of the "

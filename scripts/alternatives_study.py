@@ -172,7 +172,7 @@ class Variants:
 
     def __init__(self, run: WindowedRun):
         self.run = run
-        self.settings = run.config.model.detector_settings()
+        self.settings = run.config.model.detector_settings().for_scores_only()
         self.detector, scored, _ = run.score(self.settings)
         self.configured = Scores(run, self.detector.training_scores_,
                                  scored["score"].to_numpy())
@@ -437,7 +437,7 @@ def with_window(run: WindowedRun, size_s: int, slide_s: int) -> Scores:
     config = run.config
     config = dataclasses.replace(config, window=dataclasses.replace(
         config.window, size_s=size_s, slide_s=slide_s))
-    return fitted(WindowedRun.of(config, run.data), config.model.detector_settings())
+    return fitted(WindowedRun.of(config, run.data), config.model.detector_settings().for_scores_only())
 
 
 def _pca_with_median_multiple(config: JobConfig) -> None:

@@ -43,7 +43,7 @@ def main() -> None:
     study = start_study(study_arguments(__doc__, "models/results/smd/context_study.md"))
     config, data_dir, run, report = study.config, study.data_dir, study.run, study.report
     metrics = list(config.schema.metric_fields)
-    settings = config.model.detector_settings()
+    settings = config.model.detector_settings().for_scores_only()
     slide_s = config.window.effective_slide_s
     hour = 3600 // slide_s
     not_overlapping = config.window.size_s // slide_s

@@ -172,7 +172,7 @@ def main() -> None:
     key_field = config.schema.key_field
     aggregates, features, is_train = run.aggregates, run.features, run.is_train
     trailing = run.trailing_means(args.context, across_split=True)
-    settings = config.model.detector_settings()
+    settings = config.model.detector_settings().for_scores_only()
     labels = run.labels
 
     rows = [("none", None, "none (as configured)"), ("recenter", None, "recenter all")]

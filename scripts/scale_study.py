@@ -51,7 +51,7 @@ def main() -> None:
     configured = configured_candidate(config)
     candidates = candidates_of([configured.kind], [configured.cap], DEFAULT_RATES,
                                DEFAULT_POT_RISKS, DEFAULT_MULTIPLES, configured)
-    settings = config.model.detector_settings()
+    settings = config.model.detector_settings().for_scores_only()
     labels = run.labels
     keys = list(labels)
     tables = {}

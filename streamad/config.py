@@ -197,6 +197,12 @@ class ModelConfig:
     # deviations) or score (the scorer's own contributions, for PCA its squared residuals).
     # See models/detector.py.
     explain_with: str = "rarity"
+    # With rarity, also how rare each metric's move is from its own recent level, its mean
+    # over the key's last this many windows (72: 6 hours at a 5-minute slide), so a metric
+    # that just moved outranks one that has sat as far out for days (jobs/default.yaml: 72).
+    # 0: not weighed. The job keeps each key's last windows in its state for it
+    # (jobs/sql.py).
+    explain_recent_windows: int = 0
 
     def _validate(self) -> None:
         from models.detector import BASELINES, EXPLANATIONS
@@ -238,6 +244,12 @@ class ModelConfig:
         _require_positive_int("model.n_estimators", self.n_estimators)
         _require_positive_int("model.n_neighbors", self.n_neighbors)
         _require_positive_int("model.explain_top", self.explain_top)
+        if isinstance(self.explain_recent_windows, bool) or not isinstance(
+                self.explain_recent_windows, int) or self.explain_recent_windows < 0:
+            raise ConfigError(f"model.explain_recent_windows must be a whole number of windows "
+                              f"(72: the last 6 hours at a 5-minute slide), or 0 to rank "
+                              f"metrics without their recent level; got "
+                              f"{self.explain_recent_windows!r}.")
         # Last: building the detector's settings converts the numbers checked above.
         from models.detector import check_threshold_fits_scorer
         try:
@@ -256,7 +268,8 @@ class ModelConfig:
             median_multiple=float(self.median_multiple),
             n_estimators=self.n_estimators, pca_variance=float(self.pca_variance),
             n_neighbors=self.n_neighbors, random_state=self.random_state,
-            explain_top=self.explain_top, explain_with=self.explain_with)
+            explain_top=self.explain_top, explain_with=self.explain_with,
+            explain_recent_windows=self.explain_recent_windows)
 
 
 @dataclass(frozen=True)

@@ -167,8 +167,9 @@ class WindowedRun:
         test = windows_for(pd.concat([d.test.drop(columns=LABEL_COLUMN) for d in data],
                                      ignore_index=True), config)
         aggregates = pd.concat([train, test], ignore_index=True)
-        features = features_for(aggregates, config)
         is_train = np.arange(len(aggregates)) < len(train)
+        # Two streams: a test window's recent level looks back over test windows only.
+        features = features_for(aggregates, config, streams=is_train)
         return cls(config, data, aggregates, features, is_train)
 
     @classmethod
@@ -185,7 +186,8 @@ class WindowedRun:
         config = dataclasses.replace(self.config, features=dataclasses.replace(
             self.config.features, statistics=tuple(statistics)))
         return dataclasses.replace(self, config=config,
-                                   features=features_for(self.aggregates, config))
+                                   features=features_for(self.aggregates, config,
+                                                         streams=self.is_train))
 
     @property
     def feature_names(self) -> list[str]:
@@ -205,7 +207,7 @@ class WindowedRun:
         features = self.features if features is None else features
         names = self.feature_names if feature_names is None else feature_names
         detector = Detector(names, settings).fit(
-            features.loc[self.is_train, names],
+            features.loc[self.is_train],
             self.aggregates.loc[self.is_train, self.config.schema.key_field])
         return (detector, *self.score_with(detector, explain, features))
 
@@ -215,7 +217,7 @@ class WindowedRun:
         features = self.features if features is None else features
         test = ~self.is_train
         scored, shares = detector.score_with_shares(
-            features.loc[test, detector.feature_names],
+            features.loc[test],
             self.aggregates.loc[test, self.config.schema.key_field], explain=explain)
         if explain:
             scored = scored.join(pd.DataFrame(shares, columns=detector.metrics,
@@ -363,7 +365,7 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
     raw_train = pd.concat([d.train for d in data], ignore_index=True)
     for kind in ("iforest", "robust_z") if baselines else ():
         raw = _settings(config, kind=kind, baseline="per_key", threshold_method="quantile",
-                        target_alert_rate=0.005)
+                        target_alert_rate=0.005).for_scores_only()
         detector = Detector(raw_names, raw).fit(
             raw_train[metrics].set_axis(raw_names, axis=1), raw_train[key_field])
         decisions = {}

@@ -225,26 +225,34 @@ def test_missing_artifact_says_how_to_make_one(tmp_path):
         verify_artifact(tmp_path / "nothing")
 
 
-def test_score_udf_matches_offline_scoring_without_flink(tmp_path):
-    """The pandas UDF's eval is plain Python: feed it aggregates, compare with the core."""
+@pytest.mark.parametrize("recent_windows", [0, 6])
+def test_score_udf_matches_offline_scoring_without_flink(tmp_path, recent_windows):
+    """The pandas UDF's eval is plain Python: feed it aggregates (and the recent levels the
+    job's SQL computes), compare with the core."""
+    from models.features import (features_from_aggregates, feature_names, recent_level_names,
+                                 recent_levels)
     metrics = ["x", "y"]
     stats = ["mean", "std", "range", "last", "delta"]
     rng = np.random.default_rng(3)
     events = pd.DataFrame({"k": rng.choice(["a", "b"], 3000), "t": np.arange(3000) * 60_000,
                            "x": rng.normal(size=3000), "y": rng.uniform(size=3000)})
     aggregates = window_aggregates(events, "k", "t", metrics, 600_000, 300_000)
-    from models.features import features_from_aggregates, feature_names
-    features = features_from_aggregates(aggregates, metrics, stats)
-    detector = Detector(feature_names(metrics, stats), DetectorSettings(kind="pca")).fit(
-        features, aggregates["k"])
+    features = features_from_aggregates(aggregates, metrics, stats).join(
+        recent_levels(aggregates, "k", metrics, max(recent_windows, 1)))
+    detector = Detector(feature_names(metrics, stats), DetectorSettings(
+        kind="pca", explain_recent_windows=recent_windows)).fit(features, aggregates["k"])
     save_artifact(tmp_path / "m", detector, {"model_kind": "pca", "threshold": 0.0,
                                              "feature_names": feature_names(metrics, stats)})
-    udf = ScoreWindows(str(tmp_path / "m"), metrics, stats, include_count=True, explain_top=2)
+    udf = ScoreWindows(str(tmp_path / "m"), metrics, stats, include_count=True, explain_top=2,
+                       recent_level_windows=recent_windows)
     from pyflink.table.udf import FunctionContext
     # As with python.metric.enabled: false, the context has no metric group: the UDF
     # scores all the same, uncounted.
     udf.open(FunctionContext(None, None))
-    result = udf.eval(aggregates["k"], *[aggregates[c] for c in aggregate_columns(metrics)])
+    columns = aggregate_columns(metrics) + (recent_level_names(metrics) if recent_windows
+                                            else [])
+    given = pd.concat([aggregates, features.filter(like="__recent_level")], axis=1)
+    result = udf.eval(aggregates["k"], *[given[c] for c in columns])
     expected = detector.score(features, aggregates["k"])
     np.testing.assert_allclose(result["score"].to_numpy(), expected["score"], rtol=0, atol=0)
     assert (result["is_anomaly"] == expected["is_anomaly"]).all()
@@ -254,6 +262,41 @@ def test_score_udf_matches_offline_scoring_without_flink(tmp_path):
     assert set(result["model_version"]) == {udf._artifact.model_version}
     # What the UDF pickles into the job holds no model, only the path.
     assert udf.__getstate__()["_artifact"] is None
+    # A job built for other recent levels than the model's (the model replaced after the
+    # job was submitted) stops at open, saying so.
+    other = ScoreWindows(str(tmp_path / "m"), metrics, stats, include_count=True,
+                         explain_top=2, recent_level_windows=recent_windows + 3)
+    with pytest.raises(ArtifactError, match=f"over {recent_windows} windows.*Submit the job"):
+        other.open(FunctionContext(None, None))
+
+
+def test_recent_levels_rank_a_metric_that_just_moved_before_one_long_as_far_out():
+    """b has sat 5 sd above its normal for 100 windows when a jumps to 4.5: by rarity alone
+    b, further out, comes first; with the recent levels a, which just moved, does. Windows
+    without the levels are refused, saying how to get them."""
+    from models.features import features_from_aggregates, recent_levels
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(1000, 2))
+    values[600:, 1] += 5.0   # b's level shift, 100 windows before the probe
+    values[700:, 0] += 4.5   # a's jump at the probe
+    aggregates = pd.DataFrame({"k": "host", "window_start_ms": np.arange(1000) * 300_000,
+                               "event_count": 1.0, "a__sum": values[:, 0],
+                               "b__sum": values[:, 1]})
+    features = features_from_aggregates(aggregates, ["a", "b"], ["mean"], include_count=False)
+    with_levels = features.join(recent_levels(aggregates, "k", ["a", "b"], windows=12))
+    train, probe = slice(0, 500), [700]
+    first = {}
+    for windows in (0, 12):
+        detector = Detector(["a__mean", "b__mean"], DetectorSettings(
+            kind="robust_z", explain_recent_windows=windows)).fit(
+            with_levels.iloc[train], aggregates["k"].iloc[train])
+        first[windows] = detector.score(with_levels.iloc[probe], ["host"])["drivers"].iloc[0][0][0]
+    assert first == {0: "b", 12: "a"}
+    with pytest.raises(ValueError, match=r"lack the recent levels \['a__recent_level'.*"
+                                         r"explain_recent_windows to 0"):
+        detector.score(features.iloc[probe], ["host"])
+    # The scores do not depend on them: explain=False needs no levels.
+    assert detector.score(features.iloc[probe], ["host"], explain=False)["is_anomaly"].all()
 
 
 def _keyed(rng, n=1500):

@@ -54,22 +54,60 @@ def test_interval_literals_cover_long_windows():
     assert sql.seconds(86_400 * 2 + 1) == "INTERVAL '2 00:00:01' DAY TO SECOND"
 
 
-@pytest.mark.parametrize("kind, expected", [("tumbling", "TUMBLE("), ("hopping", "HOP(")])
-def test_job_plans_with_either_window_kind(kind, expected):
+@pytest.mark.parametrize("kind, expected, recent_windows", [
+    ("tumbling", "TUMBLE(", 0), ("hopping", "HOP(", 0), ("hopping", "HOP(", 72)])
+def test_job_plans_with_either_window_kind(kind, expected, recent_windows):
     from jobs.anomaly_job import build_job, create_environment
     from streamad.stack.flink import connector_jar
     config = config_from_dict({
         "schema": {"key_field": "k", "time_field": "ts", "metric_fields": ["x", "y"]},
-        "window": {"kind": kind, "size_s": 600, "slide_s": 120}})
+        "window": {"kind": kind, "size_s": 600, "slide_s": 120},
+        "model": {"explain_recent_windows": recent_windows}})
     env, t_env = create_environment(config, str(connector_jar()))
     statements = build_job(t_env, config)
     statements.attach_as_datastream()
     # The whole job's graph: the SQL sinks and the DataStream alert policy together.
     nodes = [node["contents"] for node in json.loads(env.get_execution_plan())["nodes"]]
     assert any(expected in node for node in nodes)
+    # The recent levels: an OVER aggregation of each key's last windows, only when asked.
+    assert any("OverAggregate" in node for node in nodes) == bool(recent_windows)
     # The topic is read once, and each Python UDF runs once per row, however many sinks
     # read its result.
     assert sum("TableSourceScan(table=[[default_catalog, default_database, events_raw" in node
                for node in nodes) == 1
     for udf in (sql.PARSE_UDF, sql.SCORE_UDF, sql.WRITE_UDF):
         assert sum(f"{udf}(" in node for node in nodes) == 1, udf
+
+
+def test_recent_levels_in_sql_agree_with_the_offline_ones(table_env):
+    # Each key's windows out of order and interleaved with another key's, one with several
+    # events: the level is the mean of the window means before, not of the events.
+    import numpy as np
+    import pandas as pd
+    from models.features import recent_levels
+    rng = np.random.default_rng(3)
+    windows = pd.DataFrame({"event_key": np.repeat(["a", "b"], 8),
+                            "window_start_ms": np.tile(np.arange(8) * 300_000, 2),
+                            "event_count": rng.integers(1, 5, 16).astype(float),
+                            "x__sum": rng.normal(50.0, 20.0, 16)}).sample(frac=1, random_state=1)
+    config = config_from_dict({"schema": {"key_field": "event_key", "time_field": "ts",
+                                          "metric_fields": ["x"]}})
+    rows = ", ".join(f"({sql.literal(r.event_key)}, TO_TIMESTAMP_LTZ({r.window_start_ms}, 3), "
+                     f"CAST({r.event_count!r} AS DOUBLE), CAST({r.x__sum!r} AS DOUBLE))"
+                     for r in windows.itertuples())
+    table_env.create_temporary_view("window_aggregates", table_env.sql_query(
+        f"SELECT * FROM (VALUES {rows}) AS t(event_key, window_time, event_count, x__sum)"))
+    query = (f"SELECT event_key, CAST(EXTRACT(EPOCH FROM window_time) AS BIGINT) * 1000, "
+             f"x__recent_level FROM ({sql.windows_with_levels_query(config, windows=3)})")
+    with table_env.execute_sql(query).collect() as results:
+        got = {(row[0], row[1]): row[2] for row in results}
+    expected = recent_levels(windows, "event_key", ["x"], windows=3)["x__recent_level"]
+    assert len(got) == len(windows)
+    for row, level in zip(windows.itertuples(), expected):
+        assert got[(row.event_key, row.window_start_ms)] == pytest.approx(level, rel=1e-12)
+    # The first window of each key takes its own mean; the fifth, the mean of the 3 before.
+    first = windows[(windows.event_key == "a") & (windows.window_start_ms == 0)].iloc[0]
+    assert got[("a", 0)] == pytest.approx(first.x__sum / first.event_count)
+    a = windows[windows.event_key == "a"].sort_values("window_start_ms")
+    means = (a.x__sum / a.event_count).to_numpy()
+    assert got[("a", 4 * 300_000)] == pytest.approx(means[1:4].mean())

@@ -97,7 +97,7 @@ def test_drift_study_takes_out_only_what_the_drift_tracker_declares(labeled_fold
 
     config = load_config()
     run = WindowedRun.of_folder(config, labeled_folder)
-    settings = config.model.detector_settings()
+    settings = config.model.detector_settings().for_scores_only()
     configured = run.score(settings)[2]
     detector, scored = scored_with_score_shares(run, settings)
     # Never declared: every decision is the configured one.
@@ -149,7 +149,7 @@ def test_drift_study_retrains_each_day_on_nothing_but_what_came_before(labeled_f
 
     config = load_config()
     run = WindowedRun.of_folder(config, labeled_folder)
-    settings = config.model.detector_settings()
+    settings = config.model.detector_settings().for_scores_only()
     _, configured, _ = run.score(settings)
     # Taking in nothing, every day's detector is the one fitted on the train half.
     unchanged = retrained_daily(run, settings, accept_share=0.0)

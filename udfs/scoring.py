@@ -14,9 +14,10 @@ import pandas as pd
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
-from models.artifact import ModelArtifact, load_artifact
+from models.artifact import ArtifactError, ModelArtifact, load_artifact
 from models.detector import driver_columns, joined_metrics
-from models.features import aggregate_columns, feature_names, features_from_aggregates
+from models.features import (aggregate_columns, feature_names, features_from_aggregates,
+                             recent_level_names)
 from streamad.events import validate_events
 from udfs.metrics import Counters
 
@@ -88,12 +89,15 @@ class ScoreWindows(ScalarFunction):
     """
 
     def __init__(self, artifact_dir: str, metric_fields: Sequence[str],
-                 statistics: Sequence[str], include_count: bool, explain_top: int):
+                 statistics: Sequence[str], include_count: bool, explain_top: int,
+                 recent_level_windows: int = 0):
         self.artifact_dir = artifact_dir
         self.metric_fields = list(metric_fields)
         self.statistics = list(statistics)
         self.include_count = include_count
         self.explain_top = explain_top
+        # With it, each metric's recent level follows the aggregates (jobs/sql.py).
+        self.recent_level_windows = recent_level_windows
         self._artifact: ModelArtifact | None = None
         self._counted = None
 
@@ -102,14 +106,26 @@ class ScoreWindows(ScalarFunction):
             self.artifact_dir,
             expected_features=feature_names(self.metric_fields, self.statistics,
                                             self.include_count))
+        trained_with = self._artifact.scorer.settings.explain_recent_windows
+        if trained_with != self.recent_level_windows:
+            raise ArtifactError(
+                f"the model at {self.artifact_dir} ({self._artifact.model_version}) weighs "
+                f"each metric's recent level over {trained_with} windows, and the job was "
+                f"built to compute it over {self.recent_level_windows}: the model was "
+                f"replaced after the job was submitted. Submit the job again.")
         self._counted = Counters(function_context.get_metric_group, "windows_scored",
                                  "windows_anomalous", "windows_out_of_range")
 
-    def eval(self, keys: pd.Series, *aggregate_series: pd.Series) -> pd.DataFrame:
-        aggregates = pd.concat(aggregate_series, axis=1, keys=aggregate_columns(self.metric_fields))
+    def eval(self, keys: pd.Series, *columns: pd.Series) -> pd.DataFrame:
+        names = aggregate_columns(self.metric_fields)
+        aggregates = pd.concat(columns[:len(names)], axis=1, keys=names)
         features = features_from_aggregates(aggregates, self.metric_fields, self.statistics,
                                             self.include_count)
-        scored = self._artifact.scorer.score(features, keys.to_numpy())
+        windows = features
+        if self.recent_level_windows:
+            windows = features.join(pd.concat(columns[len(names):], axis=1,
+                                              keys=recent_level_names(self.metric_fields)))
+        scored = self._artifact.scorer.score(windows, keys.to_numpy())
         self._counted.add("windows_scored", len(scored))
         self._counted.add("windows_anomalous", int(scored["is_anomaly"].sum()))
         self._counted.add("windows_out_of_range", sum(map(bool, scored["out_of_range"])))

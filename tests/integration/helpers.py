@@ -54,10 +54,9 @@ def expected_windows(config: JobConfig, events: pd.DataFrame) -> pd.DataFrame:
     artifact = load_artifact(config.artifact_path)
     aggregates = windows_for(events, config)
     features = features_for(aggregates, config)
-    scored = artifact.scorer.score(features[artifact.feature_names],
-                                   aggregates[config.schema.key_field])
+    scored = artifact.scorer.score(features, aggregates[config.schema.key_field])
     frame = aggregates[[config.schema.key_field, "window_start_ms", "window_end_ms"]].copy()
-    frame = pd.concat([frame, scored, features], axis=1)
+    frame = pd.concat([frame, scored, features[artifact.feature_names]], axis=1)
     return frame.rename(columns={config.schema.key_field: "key"})
 
 
