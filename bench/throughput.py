@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from models.artifact import MODEL_FILE, load_artifact  # noqa: E402
 from models.data import TIME_MS_COLUMN, load_events_csv  # noqa: E402
-from models.features import aggregate_columns, feature_names  # noqa: E402
+from models.features import (aggregate_columns, feature_names, recent_level_names,  # noqa: E402
+                             recent_levels)
 from models.train import train, train_on_events, windows_for  # noqa: E402
 from streamad.cli import DEFAULT_DATA_DIR, why_train  # noqa: E402
 from streamad.config import load_config  # noqa: E402
@@ -61,7 +62,8 @@ def bench_core(config, data_dir: Path, artifact_dir: Path) -> dict:
                                             config.schema.time_field, config.schema.metric_fields))
     results = {"validate_events_per_s": len(batch) / seconds}
 
-    aggregates = windows_for(load_events_csv(files, config.schema), config)
+    aggregates = with_recent_levels(windows_for(load_events_csv(files, config.schema), config),
+                                    config)
     udf = opened_udf(config, artifact_dir)
     arrow_batch = aggregates.iloc[:1000]
     key = config.schema.key_field
@@ -87,16 +89,28 @@ def opened_udf(config, artifact_dir) -> ScoreWindows:
     """The job's scoring UDF on the model in `artifact_dir`, opened as a TaskManager opens it."""
     udf = ScoreWindows(str(artifact_dir), config.schema.metric_fields,
                        config.features.statistics, config.features.include_count,
-                       config.model.explain_top)
+                       config.model.explain_top, config.model.explain_recent_windows)
     udf.open(FunctionContext(None, None))  # Python metrics off: the scoring alone is timed
     return udf
 
 
+def with_recent_levels(aggregates: pd.DataFrame, config) -> pd.DataFrame:
+    """The window aggregates with the recent levels the job's SQL puts beside them, when the
+    explanations weigh them."""
+    windows = config.model.explain_recent_windows
+    if not windows:
+        return aggregates
+    return aggregates.join(recent_levels(aggregates, config.schema.key_field,
+                                         config.schema.metric_fields, windows))
+
+
 def scoring(udf: ScoreWindows, batch: pd.DataFrame, config):
-    """A call that scores `batch`'s window aggregates with `udf`, its columns handed over as
-    the job's arrow batch hands them."""
+    """A call that scores `batch`'s window aggregates (and recent levels) with `udf`, its
+    columns handed over as the job's arrow batch hands them."""
     key = config.schema.key_field
     columns = aggregate_columns(config.schema.metric_fields)
+    if config.model.explain_recent_windows:
+        columns += recent_level_names(config.schema.metric_fields)
     return lambda: udf.eval(batch[key], *[batch[c] for c in columns])
 
 
@@ -133,7 +147,7 @@ def bench_many_keys(config, data_dir: Path) -> dict:
         detector = train_on_events(config, devices("*_train.csv.gz"), {"bench": "many keys"},
                                    Path(model_dir)).scorer
         udf = opened_udf(config, model_dir)
-        aggregates = windows_for(devices("*_test.csv.gz"), config)
+        aggregates = with_recent_levels(windows_for(devices("*_test.csv.gz"), config), config)
         # A batch as the job meets it: every key's windows of the same few window ends.
         batch = aggregates.sort_values(["window_end_ms", key], kind="stable").iloc[:1000]
         seconds = timed(scoring(udf, batch, config))

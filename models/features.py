@@ -20,13 +20,13 @@ order events arrived in. Should one key send two events with the same time, whic
 values is "first" or "last" is not specified.
 
 Beside the features, each window can carry every metric's *recent level* (`recent_levels`):
-its window mean averaged over the key's windows before this one (``model.
-explain_recent_windows`` of them). The explanations weigh how rare a metric's move from it
+its window mean averaged over the key's last windows before this one (as many as
+``model.explain_recent_windows``). The explanations weigh how rare a metric's move from it
 is (models/detector.py); the scorers do not see it. The job computes it with a Flink SQL
 OVER aggregation over each key's windows in event time (jobs/sql.py), offline it is a
 rolling sum over each key's windows in time order, and both take the same steps: the sum of
-the window means over the window and the ones before it, less the window's own, over their
-count (a key's first window, with none before it, takes its own mean).
+the window means over the window and the ones before it, less the window's own, divided by
+the number of windows before it (a key's first window, with none, takes its own mean).
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ SPREAD_STATISTICS = ("std", "range")
 # Variance below this share of the metric's mean square is floating-point noise of
 # E[x^2] - E[x]^2 (a constant metric): report exactly 0 so that both paths agree.
 _RELATIVE_VARIANCE_NOISE = 1e-10
-
-
+# The suffix of the recent levels' columns: <metric>__recent_level.
 RECENT_LEVEL = "recent_level"
 
 

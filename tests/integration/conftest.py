@@ -9,7 +9,6 @@ job name, so tests never see each other's data, nor the demo's.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import os
 import uuid

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-import numpy as np
 
 from models.data import load_events_csv
 from streamad import jobs_client

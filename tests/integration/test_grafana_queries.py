@@ -68,8 +68,9 @@ def test_every_dashboard_query_returns_series(stack_config):
             values = [row for s in series for row in s["values"]]
             assert values, panel["title"]
             if panel["title"] == "Latest anomalous windows":
-                # scores above 0.6 of 0.4..0.7 in 12 steps: 4 per machine
-                assert len(values) == 4 * len(MACHINES)
+                # the written scores above 0.6, on every machine
+                above = int((np.linspace(0.4, 0.7, per_machine) > 0.6).sum())
+                assert len(values) == above * len(MACHINES)
                 assert all(row[1] > 0.6 for row in values)
             if panel["title"].startswith("Metrics out of their training range"):
                 # every other window has two metrics out of range: each 10-minute bucket
