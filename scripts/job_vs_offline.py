@@ -1,7 +1,8 @@
-"""Do the streaming job's scores equal the offline path's, on the whole SMD test halves?
+"""Do the streaming job's scores and alerts equal the offline path's, on the whole SMD test
+halves?
 
     bin/streamad demo                                    # the job scores the test halves
-    bin/streamad python scripts/job_vs_offline.py        # about 20 s; exits 1 on a mismatch
+    bin/streamad python scripts/job_vs_offline.py        # about 30 s; exits 1 on a mismatch
 
 The integration tests check this on slices; this checks it on everything the demo wrote.
 It scores the labeled folder offline exactly as `streamad evaluate` does (a detector fitted
@@ -9,11 +10,18 @@ on the train windows, which is the one `streamad train` writes), reads every win
 the same model version from InfluxDB, and compares them window by window: scores to a
 relative 1e-6, and decisions exactly. A key's last windows can be missing from InfluxDB (no
 later event moves the watermark past them); they are counted, not compared.
+
+Then the alerts: the incident and drift policies run offline over the windows the job
+wrote, and every alert of the model in the alerts topic (read_committed) must be one of
+theirs, with the same peak score and the same drivers (metrics in order, shares to their
+4-digit rounding), and every one of theirs must be in the topic. A demo run twice on the
+same model sends its alerts twice; they are compared as distinct alerts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,9 +32,13 @@ from models.artifact import read_metadata
 from streamad.cli import DEFAULT_DATA_DIR
 from streamad.config import load_config
 from streamad.evaluate import WindowedRun, find_keys
+from streamad.alerts import read_topic
 from streamad.stack import influxdb
+from udfs.incident_alerts import alert_identity, offline_alerts
 
 RELATIVE_TOLERANCE = 1e-6
+# Shares are rounded to 4 digits on both paths, so a last digit may round the other way.
+SHARE_TOLERANCE = 1.01e-4
 
 
 def job_scores(config, version: str, key: str) -> pd.DataFrame:
@@ -50,7 +62,7 @@ def main() -> int:
     config = load_config()
     data_dir = Path(args.data_dir)
     run = WindowedRun.of_folder(config, data_dir)
-    detector, scored, _ = run.score(config.model.detector_settings())
+    detector, scored, _ = run.score(config.model.detector_settings(), explain=True)
     metadata = read_metadata(config.artifact_path)
     trained, version = metadata["thresholds_per_key"], metadata["model_version"]
     if any(not np.isclose(detector.threshold_for(k), v, rtol=1e-12) for k, v in trained.items()):
@@ -65,6 +77,7 @@ def main() -> int:
           "| decisions that differ |")
     print("|---|---|---|---|---|---|")
     failed = False
+    written = []
     for key in find_keys(data_dir):
         rows = test[key_field] == key
         offline = pd.DataFrame({"offline_score": scored.loc[rows[rows].index, "score"].to_numpy(),
@@ -73,6 +86,7 @@ def main() -> int:
                                index=test.loc[rows, "window_end_ms"].to_numpy())
         job = job_scores(config, version, key)
         both = job.join(offline, how="inner")
+        written.append(test.loc[rows][test.loc[rows, "window_end_ms"].isin(both.index)].index)
         difference = ((both["score"] - both["offline_score"]).abs()
                       / both["offline_score"].abs().clip(lower=1e-12))
         largest = float(difference.max()) if len(both) else float("nan")
@@ -84,7 +98,47 @@ def main() -> int:
               f"{decisions} |")
     print("\n" + ("MISMATCH: see the table." if failed else
                   "Every window the job wrote has the offline score and decision."))
+    compared = pd.Index(np.concatenate(written))
+    windows = test.loc[compared, [key_field, "window_start_ms", "window_end_ms"]].rename(
+        columns={key_field: "key"}).join(scored.loc[compared])
+    failed |= not alerts_match(config, version, windows)
     return 1 if failed else 0
+
+
+def alerts_match(config, version: str, windows: pd.DataFrame) -> bool:
+    """Print how the alerts topic's alerts of model `version` compare with the policies'
+    alerts on `windows` offline; True when they agree."""
+    expected = {alert_identity(a): a for a in offline_alerts(
+        windows, config.alerts.policy(config.window), config.alerts.drift_policy(),
+        config.model.explain_top)}
+    sent = [json.loads(value) for _, value in
+            read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic)]
+    sent = [a for a in sent if a["model_version"] == version]
+    distinct = {alert_identity(a) for a in sent}
+    unexpected, missing = distinct - expected.keys(), expected.keys() - distinct
+    differing = 0
+    for alert in sent:
+        want = expected.get(alert_identity(alert))
+        if want is None or alert["alert"].startswith("drift"):
+            continue
+        got = [d for d in alert["drivers"] if d["metric"] is not None]
+        differing += not (
+            [d["metric"] for d in got] == [d["metric"] for d in want["drivers"]]
+            and np.allclose([d["share"] for d in got], [d["share"] for d in want["drivers"]],
+                            rtol=0, atol=SHARE_TOLERANCE)
+            and np.isclose(alert["peak_score"], want["peak_score"], rtol=RELATIVE_TOLERANCE))
+    print(f"\nAlerts of model {version}: {len(sent)} in {config.kafka.alerts_topic} "
+          f"({len(distinct)} distinct), {len(expected)} offline; only in the topic "
+          f"{len(unexpected)}, only offline {len(missing)}; peak score or drivers that "
+          f"differ: {differing}.")
+    for identity in sorted(unexpected)[:5]:
+        print(f"  only in the topic: {identity}")
+    for identity in sorted(missing)[:5]:
+        print(f"  only offline: {identity}")
+    agree = not (unexpected or missing or differing)
+    print("Every alert the job sent is the offline one, drivers included." if agree
+          else "MISMATCH in the alerts.")
+    return agree
 
 
 if __name__ == "__main__":

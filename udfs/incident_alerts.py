@@ -9,11 +9,12 @@ starts drifting and one when its drift ends.
 
 from __future__ import annotations
 
+import pandas as pd
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from models.detector import driver_columns, split_metrics
+from models.detector import driver_columns, joined_metrics, split_metrics
 from models.drift import DriftPolicy, DriftRun, DriftTracker
 from models.incidents import IncidentPolicy, IncidentTracker
 from udfs.metrics import Counters
@@ -95,3 +96,47 @@ class IncidentAlerts(KeyedProcessFunction):
         for kind, run in drift_events:
             self._counted.add(ALERT_COUNTERS[kind])
             yield Row(*drift_alert_values(kind, key, run, version, self.explain_top))
+
+
+def _iso_seconds(ms: int) -> str:
+    """A window bound as the job's SQL formats it for the policies (jobs/sql.py)."""
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def offline_alerts(windows: pd.DataFrame, incident_policy: IncidentPolicy,
+                   drift_policy: DriftPolicy, explain_top: int) -> list[dict]:
+    """The alerts `IncidentAlerts` gives on `windows`, computed offline: the scored windows
+    of any number of keys (columns key, window_start_ms, window_end_ms, score, grade,
+    is_anomaly, drivers, out_of_range, as `models.detector.Detector.score` gives them), each
+    key's in time order. Each alert is a dict with the fields of the alerts topic (without
+    threshold and model_version); drift alerts have no drivers."""
+    names = [name for name, _ in alert_fields(explain_top)][:11]
+    alerts = []
+    for key, own in windows.sort_values("window_end_ms").groupby("key"):
+        tracker = IncidentTracker(key, incident_policy)
+        drift = DriftTracker(key, drift_policy)
+        for row in own.itertuples():
+            span = (_iso_seconds(row.window_start_ms), _iso_seconds(row.window_end_ms))
+            for kind, run in drift.update(span, row.out_of_range):
+                values = drift_alert_values(kind, key, run, "", explain_top)
+                alerts.append(dict(zip(names, values[:11])) | {"drivers": []})
+            event = tracker.update(span, row.is_anomaly, row.score, row.grade,
+                                   [row.drivers, row.out_of_range])
+            if event:
+                kind, incident = event
+                alerts.append({
+                    "alert": kind, "key": key, "incident_start": incident.start[0],
+                    "incident_end": None if incident.end is None else incident.end[1],
+                    "opened_at": incident.opened_at[1], "peak_score": incident.peak_score,
+                    "peak_grade": incident.peak_grade, "windows": incident.windows,
+                    "drivers": [{"metric": m, "share": s, "deviation": d}
+                                for m, s, d in incident.peak_details[0]],
+                    "out_of_range": joined_metrics(incident.peak_details[1])})
+    return alerts
+
+
+def alert_identity(alert: dict) -> tuple:
+    """What tells one alert from another: its kind, key, incident start, when it was
+    raised, and the metrics out of range (a drift alert's metric)."""
+    return (alert["alert"], alert["key"], alert["incident_start"], alert["opened_at"],
+            alert["out_of_range"])

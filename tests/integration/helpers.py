@@ -10,15 +10,12 @@ import numpy as np
 import pandas as pd
 
 from models.artifact import load_artifact
-from models.detector import joined_metrics
-from models.drift import DriftTracker
-from models.incidents import IncidentTracker
 from models.train import features_for, windows_for
 from streamad.alerts import read_topic
 from streamad.config import JobConfig
 from streamad.replay import make_producer
 from streamad.stack import influxdb
-from udfs.incident_alerts import alert_fields, drift_alert_values
+from udfs.incident_alerts import alert_identity, offline_alerts
 
 # Malformed events, one of each kind the job dead-letters.
 BAD_EVENTS = [
@@ -61,36 +58,9 @@ def expected_windows(config: JobConfig, events: pd.DataFrame) -> pd.DataFrame:
 
 
 def expected_alerts(config: JobConfig, windows: pd.DataFrame) -> list[dict]:
-    """The alerts the incident policy gives on `expected_windows`, offline."""
-    explain_top = config.model.explain_top
-    names = [name for name, _ in alert_fields(explain_top)][:11]
-    alerts = []
-    for key, own in windows.sort_values("window_end_ms").groupby("key"):
-        tracker = IncidentTracker(key, config.alerts.policy(config.window))
-        drift = DriftTracker(key, config.alerts.drift_policy())
-        for row in own.itertuples():
-            span = (iso(row.window_start_ms), iso(row.window_end_ms))
-            for kind, run in drift.update(span, row.out_of_range):
-                values = drift_alert_values(kind, key, run, "", explain_top)
-                alerts.append(dict(zip(names, values[:11])) | {"drivers": []})
-            event = tracker.update(span, row.is_anomaly, row.score, row.grade,
-                                   [row.drivers, row.out_of_range])
-            if event:
-                kind, incident = event
-                alerts.append({
-                    "alert": kind, "key": key, "incident_start": incident.start[0],
-                    "incident_end": None if incident.end is None else incident.end[1],
-                    "opened_at": incident.opened_at[1], "peak_score": incident.peak_score,
-                    "peak_grade": incident.peak_grade, "windows": incident.windows,
-                    "drivers": [{"metric": m, "share": s, "deviation": d}
-                                for m, s, d in incident.peak_details[0]],
-                    "out_of_range": joined_metrics(incident.peak_details[1])})
-    return alerts
-
-
-def alert_identity(alert: dict) -> tuple:
-    return (alert["alert"], alert["key"], alert["incident_start"], alert["opened_at"],
-            alert["out_of_range"])
+    """The alerts the incident and drift policies give on `expected_windows`, offline."""
+    return offline_alerts(windows, config.alerts.policy(config.window),
+                          config.alerts.drift_policy(), config.model.explain_top)
 
 
 def assert_alerts_match(alerts: list[dict], expected: list[dict]) -> None:
@@ -200,7 +170,3 @@ def assert_points_match(points: pd.DataFrame, expected: pd.DataFrame, key_field:
     for column in [c for c in expected.columns if "__" in c or c == "event_count"]:
         np.testing.assert_allclose(merged[f"{column}_job"].astype(float), merged[column],
                                    rtol=1e-9, atol=1e-12, err_msg=column)
-
-
-def iso(ms: int) -> str:
-    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
