@@ -28,9 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from models.artifact import MODEL_FILE, load_artifact  # noqa: E402
 from models.data import TIME_MS_COLUMN, load_events_csv  # noqa: E402
-from models.features import (aggregate_columns, feature_names, recent_level_names,  # noqa: E402
-                             recent_levels)
-from models.train import train, train_on_events, windows_for  # noqa: E402
+from models.features import aggregate_columns, feature_names, recent_level_names  # noqa: E402
+from models.train import recent_levels_for, train, train_on_events, windows_for  # noqa: E402
 from streamad.cli import DEFAULT_DATA_DIR, why_train  # noqa: E402
 from streamad.config import load_config  # noqa: E402
 from streamad.events import validate_events  # noqa: E402
@@ -97,11 +96,8 @@ def opened_udf(config, artifact_dir) -> ScoreWindows:
 def with_recent_levels(aggregates: pd.DataFrame, config) -> pd.DataFrame:
     """The window aggregates with the recent levels the job's SQL puts beside them, when the
     explanations weigh them."""
-    windows = config.model.explain_recent_windows
-    if not windows:
-        return aggregates
-    return aggregates.join(recent_levels(aggregates, config.schema.key_field,
-                                         config.schema.metric_fields, windows))
+    levels = recent_levels_for(aggregates, config)
+    return aggregates if levels is None else aggregates.join(levels)
 
 
 def scoring(udf: ScoreWindows, batch: pd.DataFrame, config):

@@ -41,7 +41,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from models.features import COUNT_COLUMN, RECENT_LEVEL, SPREAD_STATISTICS
+from models.features import COUNT_COLUMN, SPREAD_STATISTICS, recent_level_names
 from models.scaling import (RARITY_DECADES, TAIL_BAND_DECADES, KeyedScaler,
                             rows_of_each_key)
 from models.scorers import SCORERS, make_scorer
@@ -238,7 +238,8 @@ class Detector:
         windows = self.settings.explain_recent_windows
         if not windows:
             return None
-        columns = {m: f"{m}__{RECENT_LEVEL}" for m in self.metrics if m != COUNT_COLUMN}
+        metrics = [m for m in self.metrics if m != COUNT_COLUMN]
+        columns = dict(zip(metrics, recent_level_names(metrics)))
         missing = [c for c in columns.values() if c not in features.columns]
         if missing:
             raise ValueError(

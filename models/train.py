@@ -41,11 +41,20 @@ def features_for(aggregates: pd.DataFrame, config: JobConfig,
     features = features_from_aggregates(aggregates, config.schema.metric_fields,
                                         config.features.statistics,
                                         config.features.include_count)
+    levels = recent_levels_for(aggregates, config, streams)
+    return features if levels is None else features.join(levels)
+
+
+def recent_levels_for(aggregates: pd.DataFrame, config: JobConfig,
+                      streams: np.ndarray | None = None) -> pd.DataFrame | None:
+    """The windows' recent levels with the configuration's span (`recent_levels`), the
+    columns the job's SQL hands the scoring UDF beside the aggregates; None when the
+    explanations do not weigh them."""
     windows = config.model.explain_recent_windows
     if not windows:
-        return features
-    return features.join(recent_levels(aggregates, config.schema.key_field,
-                                       config.schema.metric_fields, windows, streams))
+        return None
+    return recent_levels(aggregates, config.schema.key_field, config.schema.metric_fields,
+                         windows, streams)
 
 
 def training_settings(config: JobConfig) -> dict:
