@@ -13,8 +13,9 @@ later event moves the watermark past them); they are counted, not compared.
 
 Then the alerts: the incident and drift policies run offline over the windows the job
 wrote, and every alert of the model in the alerts topic (read_committed) must be one of
-theirs, with the same peak score and the same drivers (metrics in order, shares to their
-4-digit rounding), and every one of theirs must be in the topic. A demo run twice on the
+theirs, equal as the integration tests compare them (`udfs.incident_alerts.alert_mismatch`:
+end, peak score and grade, drivers in order with their shares and deviations to their
+rounding), and every one of theirs must be in the topic. A demo run twice on the
 same model sends its alerts twice; they are compared as distinct alerts.
 """
 
@@ -34,11 +35,9 @@ from streamad.config import load_config
 from streamad.evaluate import WindowedRun, find_keys
 from streamad.alerts import read_topic
 from streamad.stack import influxdb
-from udfs.incident_alerts import alert_identity, offline_alerts
+from udfs.incident_alerts import alert_identity, alert_mismatch, offline_alerts
 
 RELATIVE_TOLERANCE = 1e-6
-# Shares are rounded to 4 digits on both paths, so a last digit may round the other way.
-SHARE_TOLERANCE = 1.01e-4
 
 
 def job_scores(config, version: str, key: str) -> pd.DataFrame:
@@ -116,26 +115,20 @@ def alerts_match(config, version: str, windows: pd.DataFrame) -> bool:
     sent = [a for a in sent if a["model_version"] == version]
     distinct = {alert_identity(a) for a in sent}
     unexpected, missing = distinct - expected.keys(), expected.keys() - distinct
-    differing = 0
-    for alert in sent:
-        want = expected.get(alert_identity(alert))
-        if want is None or alert["alert"].startswith("drift"):
-            continue
-        got = [d for d in alert["drivers"] if d["metric"] is not None]
-        differing += not (
-            [d["metric"] for d in got] == [d["metric"] for d in want["drivers"]]
-            and np.allclose([d["share"] for d in got], [d["share"] for d in want["drivers"]],
-                            rtol=0, atol=SHARE_TOLERANCE)
-            and np.isclose(alert["peak_score"], want["peak_score"], rtol=RELATIVE_TOLERANCE))
+    differences = [(alert_identity(alert), problem) for alert in sent
+                   if alert_identity(alert) in expected
+                   and (problem := alert_mismatch(alert, expected[alert_identity(alert)]))]
     print(f"\nAlerts of model {version}: {len(sent)} in {config.kafka.alerts_topic} "
           f"({len(distinct)} distinct), {len(expected)} offline; only in the topic "
-          f"{len(unexpected)}, only offline {len(missing)}; peak score or drivers that "
-          f"differ: {differing}.")
+          f"{len(unexpected)}, only offline {len(missing)}; that differ (end, peak, drivers, "
+          f"shares, deviations): {len(differences)}.")
+    for identity, problem in differences[:5]:
+        print(f"  {identity}: {problem}")
     for identity in sorted(unexpected)[:5]:
         print(f"  only in the topic: {identity}")
     for identity in sorted(missing)[:5]:
         print(f"  only offline: {identity}")
-    agree = not (unexpected or missing or differing)
+    agree = not (unexpected or missing or differences)
     print("Every alert the job sent is the offline one, drivers included." if agree
           else "MISMATCH in the alerts.")
     return agree

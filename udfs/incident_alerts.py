@@ -9,6 +9,7 @@ starts drifting and one when its drift ends.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
@@ -133,6 +134,40 @@ def offline_alerts(windows: pd.DataFrame, incident_policy: IncidentPolicy,
                                 for m, s, d in incident.peak_details[0]],
                     "out_of_range": joined_metrics(incident.peak_details[1])})
     return alerts
+
+
+# Peak scores and grades agree to this relative difference between the job and offline; shares
+# are rounded to 4 digits and deviations to 0.01 sd on both paths, so a last digit may round
+# the other way.
+PEAK_RELATIVE_TOLERANCE = 1e-9
+SHARE_TOLERANCE = 1.01e-4
+DEVIATION_TOLERANCE = 0.0101
+
+
+def alert_mismatch(sent: dict, expected: dict) -> str | None:
+    """How an alert the job sent differs from the same alert (`alert_identity`) computed
+    offline (`offline_alerts`): the first difference, in words; None when they agree."""
+    for field in ("incident_end", "windows", "out_of_range"):
+        if sent[field] != expected[field]:
+            return f"{field} {sent[field]!r}, offline {expected[field]!r}"
+    if sent["alert"].startswith("drift"):
+        if sent["peak_score"] is not None or sent["threshold"] is not None:
+            return "a drift alert with a peak score or threshold"
+        return None
+    for field in ("peak_score", "peak_grade"):
+        if not np.isclose(sent[field], expected[field], rtol=PEAK_RELATIVE_TOLERANCE, atol=0):
+            return f"{field} {sent[field]!r}, offline {expected[field]!r}"
+    if not sent["peak_score"] > sent["threshold"]:
+        return f"peak score {sent['peak_score']!r} not above the threshold {sent['threshold']!r}"
+    drivers = [d for d in sent["drivers"] if d["metric"] is not None]
+    if [d["metric"] for d in drivers] != [d["metric"] for d in expected["drivers"]]:
+        return (f"drivers {[d['metric'] for d in drivers]}, offline "
+                f"{[d['metric'] for d in expected['drivers']]}")
+    for field, tolerance in (("share", SHARE_TOLERANCE), ("deviation", DEVIATION_TOLERANCE)):
+        got, want = ([d[field] for d in ds] for ds in (drivers, expected["drivers"]))
+        if not np.allclose(got, want, rtol=1e-7, atol=tolerance):
+            return f"driver {field}s {got}, offline {want}"
+    return None
 
 
 def alert_identity(alert: dict) -> tuple:
