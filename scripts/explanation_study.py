@@ -23,7 +23,11 @@ feature's. The variants:
 - the direction: the share of training windows as far out on the same side, not either side;
 - persistence: the rarity averaged over the key's last windows (causal), alone or the larger
   of it and the window's own, so that a metric off its normal for an hour outranks one that
-  is rare in one window; or the rarest of the key's last windows.
+  is rare in one window; or the rarest of the key's last windows;
+- companions: a metric's rarity (plain, and the move from its recent level) with a share of
+  the mean rarity of the metrics that moved with it in training added, so that a group of
+  metrics off their normal together outranks one metric alone; the correlation that makes
+  a companion and the share are chosen by leaving one key out (a line under the table).
 
 A second table looks at each key's longest labeled segment: how rare its labeled metrics are
 on the mean through it, and how many other metrics are rarer.
@@ -47,6 +51,13 @@ SHARE_FLOOR = 1e-4
 SD_TIE_BREAK = 1e-3
 SD_TIE_CAP = 50.0
 TRAILING_WINDOWS = (3, 6, 12)
+# Companions: metrics whose window means correlate at least this much in training, and the
+# weight of their mean rarity added to a metric's own.
+COMPANION_CORRELATIONS = (0.7, 0.8, 0.9)
+COMPANION_WEIGHTS = (0.5, 1.0)
+# Companions are added to the plain rarity and the move from this span's recent level: the
+# span the job's default configuration takes (jobs/default.yaml).
+COMPANION_SPAN = 72
 # The recent level's span: 1 hour, 6 hours and a day of windows at a 5-minute slide.
 RECENT_LEVEL_WINDOWS = (12, 72, 288)
 
@@ -126,6 +137,23 @@ class StudyRarity:
         return (-np.log10(np.maximum(share, SHARE_FLOOR))
                 + sd_tie_break * np.minimum(np.abs(test_moves) / sd, SD_TIE_CAP))
 
+    def with_correlated(self, decades: np.ndarray, min_correlation: float,
+                        weight: float) -> np.ndarray:
+        """`decades` with, for each metric, `weight` times the mean of the decades of the
+        metrics whose window means moved with its own through the key's training windows
+        (absolute correlation at least `min_correlation`; a metric that never moved has
+        none): a metric whose companions are off their normal too comes first."""
+        result = np.array(decades, dtype=np.float64)
+        for key in np.unique(self.keys):
+            train = self.run.is_train & (self.keys == key)
+            in_test = np.flatnonzero(self.keys[self.test_rows] == key)
+            means = self.run.features.loc[train, [f"{m}__mean" for m in self.metrics]]
+            correlated = (means.corr().abs().to_numpy() >= min_correlation).astype(float)
+            np.fill_diagonal(correlated, 0.0)
+            companions = np.maximum(correlated.sum(axis=1), 1.0)
+            result[in_test] += weight * (decades[in_test] @ correlated.T) / companions
+        return result
+
     def trailing(self, decades: np.ndarray, windows: int, how: str) -> np.ndarray:
         """Each metric's decades over the key's last `windows` test windows, the window itself
         included (causal), taken by `how` (a pandas rolling method: mean, max)."""
@@ -159,25 +187,25 @@ def longest_segments(run: WindowedRun, points: dict, metrics: list[str]) -> list
     return rows
 
 
-def held_out_span(per_key_by_span: dict[int, dict[str, float]]) -> str:
-    """The recent level's span chosen by leaving one key out: for each key, the span whose
-    HitRate@150% (plain rarity added) is best on the other keys, and what it gives on the
-    key; as a sentence for the report.
+def held_out_choice(per_key_by_choice: dict, what: str) -> str:
+    """A choice between rankings made by leaving one key out: for each key, the choice
+    (`what`, as the sentence names it) whose HitRate@150% is best on the other keys, and
+    what it gives on the key; as a sentence for the report.
 
-    >>> held_out_span({12: {"a": 0.5, "b": 0.9}, 72: {"a": 0.6, "b": 0.7}})
-    'The span (plain rarity added) chosen on the other keys, by leaving each key out in turn: a 12 (0.50), b 72 (0.70); held-out mean HitRate@150% 0.600.'
+    >>> held_out_choice({12: {"a": 0.5, "b": 0.9}, 72: {"a": 0.6, "b": 0.7}}, "span")
+    'The span chosen on the other keys, by leaving each key out in turn: a 12 (0.50), b 72 (0.70); held-out mean HitRate@150% 0.600.'
     """
-    keys = list(next(iter(per_key_by_span.values())))
+    keys = list(next(iter(per_key_by_choice.values())))
 
-    def on_the_others(span: int, left_out: str) -> float:
-        return float(np.mean([rate for key, rate in per_key_by_span[span].items()
+    def on_the_others(choice, left_out: str) -> float:
+        return float(np.mean([rate for key, rate in per_key_by_choice[choice].items()
                               if key != left_out]))
 
-    chosen = {key: max(per_key_by_span, key=lambda span: on_the_others(span, key))
+    chosen = {key: max(per_key_by_choice, key=lambda choice: on_the_others(choice, key))
               for key in keys}
-    held_out = {key: per_key_by_span[chosen[key]][key] for key in keys}
-    return ("The span (plain rarity added) chosen on the other keys, by leaving each key out "
-            "in turn: " + ", ".join(f"{key} {chosen[key]} ({held_out[key]:.2f})" for key in keys)
+    held_out = {key: per_key_by_choice[chosen[key]][key] for key in keys}
+    return (f"The {what} chosen on the other keys, by leaving each key out in turn: "
+            + ", ".join(f"{key} {chosen[key]} ({held_out[key]:.2f})" for key in keys)
             + f"; held-out mean HitRate@150% {np.mean(list(held_out.values())):.3f}.")
 
 
@@ -223,14 +251,15 @@ def main() -> None:
     row("the same, and the share among the same hour's training windows",
         ranked_by(rarity.decades(hourly_normal=True, hourly_tail=True)))
     row("rarity of a move that far on the same side", ranked_by(rarity.decades(signed=True)))
-    with_plain_by_span = {}
+    with_plain_by_span, with_recent = {}, {}
     for windows in RECENT_LEVEL_WINDOWS:
         recent = rarity.decades(recent_level=run.trailing_means(windows, lag=1,
                                                                 across_split=True))
         row(f"rarity of the move from the key's level over its {windows} windows before",
             ranked_by(recent))
+        with_recent[windows] = plain + recent
         with_plain_by_span[windows] = row(f"the same ({windows} windows) and rarity added",
-                                          ranked_by(plain + recent))
+                                          ranked_by(with_recent[windows]))
     for windows in TRAILING_WINDOWS:
         trailing = rarity.trailing(plain, windows, "mean")
         row(f"rarity averaged over the key's last {windows} windows", ranked_by(trailing))
@@ -239,7 +268,19 @@ def main() -> None:
         row(f"the rarest of the key's last {windows} windows",
             ranked_by(rarity.trailing(plain, windows, "max")))
 
-    say("\n" + held_out_span(with_plain_by_span))
+    by_companions = {"none": with_plain_by_span[COMPANION_SPAN]}
+    for correlation in COMPANION_CORRELATIONS:
+        for weight in COMPANION_WEIGHTS:
+            # No "|" in the names: they are cells of a markdown table.
+            by_companions[f"correlation {correlation}, weight {weight}"] = row(
+                f"the same ({COMPANION_SPAN} windows, rarity added) and {weight} x the mean "
+                f"rarity of the metrics whose means correlate with its own at {correlation} "
+                "or more in training",
+                ranked_by(rarity.with_correlated(with_recent[COMPANION_SPAN], correlation,
+                                                 weight)))
+
+    say("\n" + held_out_choice(with_plain_by_span, "span (plain rarity added)"))
+    say("\n" + held_out_choice(by_companions, "companions (correlation and weight)"))
 
     say("\nEach key's longest labeled segment, by rarity read off every training window: how "
         "far from their normal its labeled metrics are on the mean through it, as one "

@@ -131,14 +131,41 @@ def test_explanation_study_starts_from_the_configured_explanations(labeled_folde
                               f"{explained['mean']['hit_rate_150']:.3f}"]
     assert configured[-1].split() == [f"{explained[key]['hit_rate_150']:.2f}" for key in KEYS]
     rankings = [name for name, cells in rows.items() if len(cells) == 5 and name != "ranking"]
-    # configured, the study's rarity, three other readings, two of each recent level's span
-    # and three of each trailing length
-    assert len(rankings) == 20
+    # configured, the study's rarity, three other readings, two of each recent level's span,
+    # three of each trailing length and six of companions
+    assert len(rankings) == 26
     for name in rankings:
         assert 0.0 <= float(rows[name][1]) <= 1.0, name
     # one row per key for its longest labeled segment, its labeled metrics' rarity as a range
     for key in KEYS:
         assert rows[key][2].startswith("1 in "), rows[key]
+
+
+def test_explanation_study_companions_lend_rarity_only_to_metrics_that_moved_together(
+        labeled_folder):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from explanation_study import StudyRarity
+    from streamad.config import load_config
+    from streamad.evaluate import WindowedRun
+
+    run = WindowedRun.of_folder(load_config(), labeled_folder)
+    rarity = StudyRarity(run)
+    key = KEYS[0]
+    means = run.features.loc[run.is_train & (rarity.keys == key),
+                             [f"{m}__mean" for m in rarity.metrics]]
+    correlation = means.corr().abs().to_numpy()
+    np.fill_diagonal(correlation, 0.0)
+    rare = int(np.nanargmax(np.nanmax(correlation, axis=1)))  # a metric with a companion
+    companions = correlation[rare] >= 0.9
+    assert companions.any() and not companions.all()
+    decades = np.zeros((len(rarity.test_rows), len(rarity.metrics)))
+    decades[:, rare] = 2.0
+    rows = rarity.keys[rarity.test_rows] == key
+    assert np.array_equal(rarity.with_correlated(decades, 0.9, 0.0), decades)
+    lent = rarity.with_correlated(decades, 0.9, 1.0)[rows]
+    assert (lent[:, companions] > 0).all()
+    assert (lent[:, ~companions & (np.arange(len(rarity.metrics)) != rare)] == 0).all()
+    assert (lent[:, rare] == 2.0).all(), "the rare metric's own rarity is kept"
 
 
 def test_drift_study_retrains_each_day_on_nothing_but_what_came_before(labeled_folder):
