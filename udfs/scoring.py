@@ -68,6 +68,10 @@ def score_result_type(features: Sequence[str], explain_top: int):
                          + [DataTypes.FIELD(f, DataTypes.DOUBLE()) for f in features])
 
 
+# The driver columns of a rank that a window has no driver for.
+_NO_DRIVER = (None, np.nan, np.nan)
+
+
 def frame_of(names: Sequence[str], columns: Sequence[pd.Series]) -> pd.DataFrame:
     """The batch's columns (one arrow batch: they share one index) as a frame, from their
     arrays: pd.concat would align hundreds of indexes that are the same, a fifth of a
@@ -78,13 +82,17 @@ def frame_of(names: Sequence[str], columns: Sequence[pd.Series]) -> pd.DataFrame
 
 def flatten_scores(scored: pd.DataFrame, explain_top: int) -> pd.DataFrame:
     """The detector's drivers and out-of-range lists as the flat columns Flink rows carry."""
-    flat = scored[["score", "grade", "is_anomaly", "threshold"]].copy()
+    flat = {column: scored[column].to_numpy()
+            for column in ("score", "grade", "is_anomaly", "threshold")}
     flat["out_of_range"] = [joined_metrics(metrics) for metrics in scored["out_of_range"]]
+    drivers = scored["drivers"].tolist()
+    # Built as one frame, not column by column: this runs on every batch the job scores.
     for rank, (metric, share, deviation) in enumerate(driver_columns(explain_top)):
-        flat[metric] = [d[rank][0] if len(d) > rank else None for d in scored["drivers"]]
-        flat[share] = [d[rank][1] if len(d) > rank else np.nan for d in scored["drivers"]]
-        flat[deviation] = [d[rank][2] if len(d) > rank else np.nan for d in scored["drivers"]]
-    return flat
+        at_rank = [d[rank] if len(d) > rank else _NO_DRIVER for d in drivers]
+        flat[metric] = [driver[0] for driver in at_rank]
+        flat[share] = np.array([driver[1] for driver in at_rank], dtype=np.float64)
+        flat[deviation] = np.array([driver[2] for driver in at_rank], dtype=np.float64)
+    return pd.DataFrame(flat, index=scored.index)
 
 
 class ScoreWindows(ScalarFunction):
