@@ -244,12 +244,10 @@ class ModelConfig:
         _require_positive_int("model.n_estimators", self.n_estimators)
         _require_positive_int("model.n_neighbors", self.n_neighbors)
         _require_positive_int("model.explain_top", self.explain_top)
-        if isinstance(self.explain_recent_windows, bool) or not isinstance(
-                self.explain_recent_windows, int) or self.explain_recent_windows < 0:
-            raise ConfigError(f"model.explain_recent_windows must be a whole number of windows "
-                              f"(72: the last 6 hours at a 5-minute slide), or 0 to rank "
-                              f"metrics without their recent level; got "
-                              f"{self.explain_recent_windows!r}.")
+        _require_non_negative_int(
+            "model.explain_recent_windows", self.explain_recent_windows,
+            what="a whole number of windows (72: the last 6 hours at a 5-minute slide), or 0 "
+                 "to rank metrics without their recent level")
         # Last: building the detector's settings converts the numbers checked above.
         from models.detector import check_threshold_fits_scorer
         try:
@@ -531,9 +529,11 @@ def _require_positive_int(where: str, value: Any) -> None:
         raise ConfigError(f"{where} must be a whole number above 0, got {value!r}.")
 
 
-def _require_non_negative_int(where: str, value: Any) -> None:
+def _require_non_negative_int(where: str, value: Any,
+                              what: str = "a whole number of 0 or more") -> None:
+    """`what` says what the setting must be, for the error."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where} must be a whole number of 0 or more, got {value!r}.")
+        raise ConfigError(f"{where} must be {what}, got {value!r}.")
 
 
 __all__ = ["JobConfig", "ConfigError", "load_config", "config_from_dict", "TOKEN_ENV_VAR",

@@ -74,7 +74,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     (minimal(model={"explain_recent_windows": -1}),
      "model.explain_recent_windows must be a whole number of windows (72: the last 6 hours"),
     (minimal(model={"explain_recent_windows": 7.5}), "or 0 to rank metrics without their "
-                                                     "recent level; got 7.5"),
+                                                     "recent level, got 7.5"),
     (minimal(influxdb={"url": "influx:8086"}), "influxdb.url must look like http://host:8086"),
     (minimal(kafka={"transaction_timeout_ms": 20000}, flink={"checkpoint_interval_s": 10}),
      "well above flink.checkpoint_interval_s"),

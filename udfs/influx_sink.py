@@ -21,6 +21,7 @@ import pandas as pd
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from models.detector import split_metrics
+from udfs.batches import frame_of
 from udfs.metrics import Counters
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class WriteScoresToInflux(ScalarFunction):
 
     def eval(self, keys: pd.Series, window_ends: pd.Series, model_versions: pd.Series,
              *values: pd.Series) -> pd.Series:
-        fields = pd.concat(values, axis=1, keys=list(SCORE_FIELDS) + self.feature_names)
+        fields = frame_of(list(SCORE_FIELDS) + self.feature_names, values)
         fields["is_anomaly"] = fields["is_anomaly"].astype(bool)
         # The metrics beyond the scaling cap (comma-separated, as in the alerts) and their
         # number: a drifting metric shows as a count that stays up for hours or days.

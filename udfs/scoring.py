@@ -19,6 +19,7 @@ from models.detector import driver_columns, joined_metrics
 from models.features import (aggregate_columns, feature_names, features_from_aggregates,
                              recent_level_names)
 from streamad.events import validate_events
+from udfs.batches import frame_of
 from udfs.metrics import Counters
 
 
@@ -70,14 +71,6 @@ def score_result_type(features: Sequence[str], explain_top: int):
 
 # The driver columns of a rank that a window has no driver for.
 _NO_DRIVER = (None, np.nan, np.nan)
-
-
-def frame_of(names: Sequence[str], columns: Sequence[pd.Series]) -> pd.DataFrame:
-    """The batch's columns (one arrow batch: they share one index) as a frame, from their
-    arrays: pd.concat would align hundreds of indexes that are the same (about 8 ms of a
-    1,000-window batch)."""
-    return pd.DataFrame({name: column.to_numpy() for name, column in zip(names, columns)},
-                        index=columns[0].index)
 
 
 def flatten_scores(scored: pd.DataFrame, explain_top: int) -> pd.DataFrame:
