@@ -24,7 +24,7 @@ from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table  # no
 from pyflink.table.udf import udf  # noqa: E402
 
 from jobs import sql  # noqa: E402
-from models.artifact import verify_artifact  # noqa: E402
+from models.artifact import pinned_artifact, verify_artifact  # noqa: E402
 from models.features import aggregate_columns, feature_names, recent_level_names  # noqa: E402
 from models.train import settings_changed_since_training  # noqa: E402
 from streamad.config import JobConfig, load_config  # noqa: E402
@@ -99,10 +99,13 @@ def _computed_once(t_env: StreamTableEnvironment, name: str, table: Table,
 
 def build_job(t_env: StreamTableEnvironment, config: JobConfig,
               options: sql.RunOptions = sql.RunOptions(),
-              recent_level_windows: int | None = None):
+              recent_level_windows: int | None = None,
+              model: tuple[Path, str] | None = None):
     """Create the tables, views, UDFs and the alert policy; return the job's statement set.
     `recent_level_windows` is what the model's explanations weigh (the configuration's
-    model.explain_recent_windows unless given; `main` gives the model's own)."""
+    model.explain_recent_windows unless given; `main` gives the model's own). `model` is the
+    folder and version of the model to score with (the configuration's artifact folder,
+    whatever it holds when the workers start, unless given; `main` gives the pinned copy)."""
     schema = config.schema
     features = job_features(config)
     aggregates = aggregate_columns(schema.metric_fields)
@@ -113,9 +116,10 @@ def build_job(t_env: StreamTableEnvironment, config: JobConfig,
     parse = udf(ParseEvents(schema.key_field, schema.time_field, schema.time_format,
                             schema.metric_fields),
                 result_type=parse_result_type(schema.metric_fields), func_type="pandas")
-    score = udf(ScoreWindows(str(config.artifact_path), schema.metric_fields,
+    model_dir, model_version = model if model else (config.artifact_path, None)
+    score = udf(ScoreWindows(str(model_dir), schema.metric_fields,
                              config.features.statistics, config.features.include_count,
-                             explain_top, recent_level_windows),
+                             explain_top, recent_level_windows, model_version),
                 result_type=score_result_type(features, explain_top), func_type="pandas")
     influx = config.influxdb
     write = udf(WriteScoresToInflux(influx.url, influx.org, influx.bucket, influx.measurement,
@@ -185,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     # Fail here, at submission, rather than in every TaskManager: a missing, altered or
     # mismatched model artifact stops the job before it starts.
     metadata = verify_artifact(config.artifact_path, job_features(config))
-    log.info("model %s from %s", metadata["model_version"], config.artifact_path)
+    # The job scores with this model for as long as it runs, failovers included, whatever
+    # 'streamad train' writes to the artifact folder meanwhile.
+    model_dir = pinned_artifact(config.artifact_path, metadata)
+    log.info("model %s from %s, pinned at %s", metadata["model_version"],
+             config.artifact_path, model_dir)
     changes = settings_changed_since_training(config, metadata)
     if changes:
         log.warning("the model was trained with other settings than the configuration now "
@@ -197,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     # configuration now says: the job scores as the model was trained.
     recent_level_windows = metadata.get("settings", {}).get("explain_recent_windows", 0)
     statements = build_job(t_env, config, sql.RunOptions(bounded=args.bounded),
-                           recent_level_windows)
+                           recent_level_windows, (model_dir, metadata["model_version"]))
     if args.explain:
         print(statements.explain())
         return 0

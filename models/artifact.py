@@ -4,6 +4,11 @@ An artifact is a folder with ``model.joblib`` and ``metadata.json``. The metadat
 the feature names in order, the window configuration, the alert threshold, library versions,
 what the model was trained on, and the SHA-256 of ``model.joblib``. joblib runs code when it
 loads, so `load_artifact` checks the hash *before* unpickling and refuses anything else.
+
+`streamad train` replaces the artifact in its folder. A job does not read it there: it is
+submitted with the model of that moment pinned (`pinned_artifact`), an unchanging copy under
+``versions/<model version>/``, so a retrain never changes the model of a job that runs, nor
+the one it reloads when Flink restarts it after a failure.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +30,8 @@ import numpy as np
 FORMAT_VERSION = 6
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
+# Under an artifact folder: one unchanging copy per model version that a job was submitted with.
+VERSIONS_DIR = "versions"
 
 
 class ArtifactError(ValueError):
@@ -106,13 +114,20 @@ def format_mismatch(metadata: dict) -> str | None:
     return f"artifact format {found!r}, and this version of streamad reads format {FORMAT_VERSION}"
 
 
-def verify_artifact(directory: Path, expected_features: Sequence[str] | None = None) -> dict:
-    """Check hash and features without unpickling anything; returns the metadata."""
+def verify_artifact(directory: Path, expected_features: Sequence[str] | None = None,
+                    expected_version: str | None = None) -> dict:
+    """Check hash, features and (when given) the model version without unpickling anything;
+    returns the metadata."""
     directory = Path(directory)
     metadata = read_metadata(directory)
     mismatch = format_mismatch(metadata)
     if mismatch:
         raise ArtifactError(f"{directory} has {mismatch}. Retrain with 'streamad train'.")
+    if expected_version is not None and metadata.get("model_version") != expected_version:
+        raise ArtifactError(
+            f"{directory} holds model {metadata.get('model_version')!r}, and the job was "
+            f"submitted with {expected_version!r}: a pinned model folder was changed by hand. "
+            f"Submit the job again ('streamad submit --replace').")
     model_path = directory / MODEL_FILE
     if not model_path.is_file():
         raise ArtifactError(f"{model_path} is missing; retrain with 'streamad train'.")
@@ -142,9 +157,45 @@ def verify_artifact(directory: Path, expected_features: Sequence[str] | None = N
     return metadata
 
 
-def load_artifact(directory: Path, expected_features: Sequence[str] | None = None
-                  ) -> ModelArtifact:
+def load_artifact(directory: Path, expected_features: Sequence[str] | None = None,
+                  expected_version: str | None = None) -> ModelArtifact:
     """Verify, then load, the artifact in `directory`."""
-    metadata = verify_artifact(directory, expected_features)
+    metadata = verify_artifact(directory, expected_features, expected_version)
     scorer = joblib.load(Path(directory) / MODEL_FILE)
     return ModelArtifact(scorer=scorer, metadata=metadata)
+
+
+def pinned_artifact(directory: Path, metadata: dict) -> Path:
+    """The unchanging copy of the artifact in `directory` that `metadata` (as
+    `verify_artifact` returned it) describes: ``directory/versions/<model version>``, made on
+    first use and verified. A job reads its model from there, so that `streamad train`
+    replacing the artifact in `directory` does not change the model of a job already
+    submitted, failovers included; the job takes the new model when it is submitted again.
+    """
+    directory = Path(directory)
+    version = metadata["model_version"]
+    versions = directory / VERSIONS_DIR
+    pinned = versions / version
+    if not (pinned / METADATA_FILE).is_file():
+        versions.mkdir(exist_ok=True)
+        # Copied into a staging folder and renamed, so a reader never sees half a copy.
+        staging = Path(tempfile.mkdtemp(dir=versions, prefix=f".{version}-"))
+        try:
+            shutil.copyfile(directory / MODEL_FILE, staging / MODEL_FILE)
+            (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+            for name in (MODEL_FILE, METADATA_FILE):
+                os.chmod(staging / name, 0o644)
+            os.chmod(staging, 0o755)
+            if sha256_of(staging / MODEL_FILE) != metadata.get("sha256"):
+                raise ArtifactError(
+                    f"{directory / MODEL_FILE} changed while the job was being submitted "
+                    f"(a 'streamad train' running?); submit again once it is done.")
+            try:
+                os.rename(staging, pinned)
+            except OSError:
+                if not (pinned / METADATA_FILE).is_file():  # not another submission's copy
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    verify_artifact(pinned, expected_version=version)
+    return pinned

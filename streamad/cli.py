@@ -184,7 +184,12 @@ def cmd_submit(args, config: JobConfig) -> int:
         sys.stdout.write(result.stdout[-3000:])
         sys.stderr.write(result.stderr[-3000:] if result.returncode else "")
         return result.returncode
-    job_id = jobs_client.submit(config, config_path, replace=args.replace, bounded=args.bounded)
+    if args.fresh_state and not args.replace:
+        raise jobs_client.SubmitError("--fresh-state goes with --replace: it cancels the "
+                                      "running job instead of stopping it with a savepoint.")
+    job_id = jobs_client.submit(config, config_path, replace=args.replace, bounded=args.bounded,
+                                keep_state=not args.fresh_state,
+                                from_savepoint=args.from_savepoint)
     _say(f"Job {job_id} runs: {config.flink.rest_url}/#/job/running/{job_id}/overview")
     return 0
 
@@ -264,7 +269,9 @@ def cmd_demo(args, config: JobConfig) -> int:
     if unread:
         _say(f"  {unread:,} events an earlier run left unread stay unread: the job reads "
              f"this run's replay")
-    job_id = jobs_client.submit(config, Path(args.config) if args.config else None, replace=True)
+    # The replay starts event time over: the new job takes no state from an earlier one.
+    job_id = jobs_client.submit(config, Path(args.config) if args.config else None,
+                                replace=True, keep_state=False)
     _say(f"  job {job_id} is running")
     _say("== 4/5 Replaying the SMD test halves into Kafka; alerts as they arrive "
          "(read_committed: only what Flink's checkpoints committed) ==")
@@ -426,7 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(detached) to flink.rest_url, or run it in a local "
                                  "mini-cluster with --local.")
     submit.add_argument("--replace", action="store_true",
-                        help="cancel a running job of the same name first")
+                        help="replace a running job of the same name: stop it with a savepoint "
+                             "(flink.savepoint_dir) and start the new job from it, so windows, "
+                             "recent levels, open incidents and drift runs carry over (the way "
+                             "to put a retrained model to work)")
+    submit.add_argument("--fresh-state", action="store_true",
+                        help="with --replace: cancel the running job instead, and start "
+                             "without its state")
+    submit.add_argument("--from-savepoint", metavar="PATH", default=None,
+                        help="start from this savepoint or retained checkpoint")
     submit.add_argument("--bounded", action="store_true",
                         help="stop at the latest offsets present at start")
     submit.add_argument("--local", action="store_true",

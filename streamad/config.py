@@ -354,6 +354,9 @@ class FlinkConfig:
     parallelism: int = 2
     checkpoint_interval_s: int = 10
     checkpoint_dir: str = "~/.local/state/streamad/checkpoints"
+    # Where 'streamad submit --replace' has the running job stop with a savepoint, which the
+    # new job starts from; like checkpoint_dir, a folder every Flink process can reach.
+    savepoint_dir: str = "~/.local/state/streamad/savepoints"
     job_name: str = "streamad-anomaly-detection"
     # Python bundles: rows handed to the Python worker together (and arrow batch size).
     python_bundle_size: int = 1000
@@ -368,14 +371,24 @@ class FlinkConfig:
         _require_positive_int("flink.python_bundle_time_ms", self.python_bundle_time_ms)
         _require_non_negative_int("flink.restart_attempts", self.restart_attempts)
         _require_non_negative_int("flink.restart_delay_s", self.restart_delay_s)
-        if not self.checkpoint_dir:
-            raise ConfigError("flink.checkpoint_dir must be a folder path or URI.")
+        for name in ("checkpoint_dir", "savepoint_dir"):
+            if not getattr(self, name):
+                raise ConfigError(f"flink.{name} must be a folder path or URI.")
 
     @property
     def checkpoint_uri(self) -> str:
-        if "://" in self.checkpoint_dir:
-            return self.checkpoint_dir
-        return Path(self.checkpoint_dir).expanduser().resolve().as_uri()
+        return _folder_uri(self.checkpoint_dir)
+
+    @property
+    def savepoint_uri(self) -> str:
+        return _folder_uri(self.savepoint_dir)
+
+
+def _folder_uri(folder: str) -> str:
+    """A folder as Flink takes it: a URI as given, a path as a file: URI."""
+    if "://" in folder:
+        return folder
+    return Path(folder).expanduser().resolve().as_uri()
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,23 @@ def _job_args(config_path: Path | None, bounded: bool) -> list[str]:
 
 
 def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
-           bounded: bool = False, timeout_s: float = 180) -> str:
-    """Submit the job detached to the cluster at flink.rest_url; returns the job id."""
-    if replace:
+           bounded: bool = False, keep_state: bool = True, from_savepoint: str | None = None,
+           timeout_s: float = 180) -> str:
+    """Submit the job detached to the cluster at flink.rest_url; returns the job id.
+
+    With `replace`, a job of the same name that runs is stopped first: with a savepoint in
+    flink.savepoint_dir that the new job starts from (`keep_state`), so the windows open at
+    the switch, each key's recent levels, open incidents and drift runs carry over and the
+    new job reads on from where the old one stopped; or cancelled (`keep_state` False), and
+    the new job starts with no state at the consumer group's committed offsets.
+    `from_savepoint` starts the job from a savepoint (or retained checkpoint) given by hand.
+    """
+    savepoint = from_savepoint
+    if replace and keep_state:
+        stopped = stop_running(config)
+        if stopped:
+            savepoint = savepoint or stopped
+    elif replace:
         cancel_running(config)
     elif running := flink.running_jobs(config.flink.rest_url, config.flink.job_name):
         raise SubmitError(
@@ -44,6 +58,7 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
     python = sys.executable
     argv = [str(flink.flink_home() / "bin" / "flink"), "run", "-d",
             "-m", config.flink.rest_url.split("://", 1)[-1],
+            *(["-s", savepoint] if savepoint else []),
             "-py", str(JOB_SCRIPT), "-pyfs", ",".join(map(str, PY_FILES)),
             "-pyexec", python, "-pyclientexec", python,
             *_job_args(config_path, bounded)]
@@ -58,9 +73,48 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
         interesting = [line for line in output.splitlines()
                        if "Error" in line or "Exception" in line or "error:" in line]
         raise SubmitError("flink run failed:\n" + "\n".join((interesting or
-                                                            output.splitlines())[-12:]))
-    _wait_for_state(config, job_id, {"RUNNING"}, 90)
+                                                            output.splitlines())[-12:])
+                          + _restore_advice(savepoint))
+    try:
+        _wait_for_state(config, job_id, {"RUNNING"}, 90)
+    except SubmitError as error:
+        raise SubmitError(f"{error}{_restore_advice(savepoint)}") from None
     return job_id
+
+
+def _restore_advice(savepoint: str | None) -> str:
+    if not savepoint:
+        return ""
+    return (f"\nThe job was to start from the state in {savepoint}; when Flink cannot map it to "
+            f"the new job (another window, features or recent-level span changes the job's "
+            f"operators), submit with --fresh-state to start without it: windows open at the "
+            f"switch then lose their earlier events, and open incidents get no end alert. The "
+            f"savepoint stays where it is (--from-savepoint {savepoint}).")
+
+
+def stop_running(config: JobConfig) -> str | None:
+    """Stop the job named flink.job_name with a savepoint in flink.savepoint_dir, waiting
+    until it has stopped; returns the savepoint's location (None when no such job runs)."""
+    running = flink.running_jobs(config.flink.rest_url, config.flink.job_name)
+    if len(running) > 1:
+        raise SubmitError(f"{len(running)} jobs named {config.flink.job_name!r} run on "
+                          f"{config.flink.rest_url}; cancel all but one in the web UI first.")
+    if not running:
+        return None
+    job_id = running[0]["jid"]
+    if running[0]["state"] != "RUNNING":
+        raise SubmitError(
+            f"job {job_id} is {running[0]['state']}, and only a running job can stop with a "
+            f"savepoint; wait until it runs, or submit with --replace --fresh-state.")
+    try:
+        location = flink.stop_with_savepoint(config.flink.rest_url, job_id,
+                                             config.flink.savepoint_uri)
+    except flink.SavepointError as error:
+        raise SubmitError(f"{error}. The job runs on; submit with --replace --fresh-state "
+                          f"to cancel it and start without its state.") from None
+    _wait_for_state(config, job_id, {"FINISHED", "CANCELED", "FAILED"}, 60)
+    log.info("job %s stopped with savepoint %s", job_id, location)
+    return location
 
 
 def cancel_running(config: JobConfig) -> list[str]:

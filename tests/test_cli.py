@@ -58,6 +58,13 @@ def test_flink_not_answering_is_a_clear_error(monkeypatch, capsys):
     assert "bin/streamad stack status" in error and "Traceback" not in error
 
 
+def test_fresh_state_without_replace_is_refused_before_anything_is_asked_of_flink(capsys):
+    assert main(["submit", "--fresh-state"]) == 1
+    assert capsys.readouterr().err == (
+        "error: --fresh-state goes with --replace: it cancels the running job instead of "
+        "stopping it with a savepoint.\n")
+
+
 def test_kafka_not_answering_is_a_clear_error(monkeypatch, capsys):
     port = unused_port()
     monkeypatch.setenv("STREAMAD__KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")

@@ -4,9 +4,8 @@ import pytest
 import yaml
 
 from jobs.anomaly_job import main
-from models.artifact import ArtifactError
+from models.artifact import ArtifactError, save_artifact, sha256_of, verify_artifact
 from models.scorers import IsolationForestScorer
-from models.artifact import save_artifact
 
 import numpy as np
 
@@ -20,11 +19,11 @@ def _config(tmp_path, artifact_dir, metrics=("cpu", "mem")):
     return path
 
 
-def _save(directory, features):
+def _save(directory, features, seed=0):
     scorer = IsolationForestScorer(n_estimators=5, random_state=0).fit(
-        np.random.default_rng(0).normal(size=(50, len(features))))
-    save_artifact(directory, scorer, {"model_kind": "iforest", "feature_names": features,
-                                      "threshold": 0.5})
+        np.random.default_rng(seed).normal(size=(50, len(features))))
+    return save_artifact(directory, scorer, {"model_kind": "iforest", "feature_names": features,
+                                             "threshold": 0.5})
 
 
 def test_job_refuses_a_model_trained_on_other_features(tmp_path):
@@ -45,3 +44,27 @@ def test_job_refuses_an_altered_model(tmp_path):
 def test_job_without_a_model_says_how_to_train_one(tmp_path):
     with pytest.raises(ArtifactError, match="streamad train"):
         main(["--config", str(_config(tmp_path, tmp_path / "none")), "--explain"])
+
+
+def test_job_pins_the_model_it_was_submitted_with(tmp_path):
+    """The job scores with a copy of the model of its submission (versions/<version>): a
+    retrain that replaces the artifact afterwards leaves that copy as it was, and the next
+    submission pins the new model beside it."""
+    from streamad.stack.flink import connector_jar
+    features = ["event_count", "cpu__mean", "mem__mean"]
+    explain = ["--config", str(_config(tmp_path, tmp_path / "m")),
+               "--connector-jar", str(connector_jar()), "--explain"]
+    first = _save(tmp_path / "m", features, seed=0)
+    main(explain)
+    pinned = tmp_path / "m" / "versions" / first.model_version
+    assert verify_artifact(pinned)["model_version"] == first.model_version
+
+    second = _save(tmp_path / "m", features, seed=1)
+    assert second.model_version != first.model_version
+    assert sha256_of(pinned / "model.joblib") == first.metadata["sha256"]
+    main(explain)
+    assert sorted(p.name for p in (tmp_path / "m" / "versions").iterdir()) == sorted(
+        [first.model_version, second.model_version])
+    # A second submission of the same model reuses its copy.
+    main(explain)
+    assert len(list((tmp_path / "m" / "versions").iterdir())) == 2

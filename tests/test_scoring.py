@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from models.artifact import (FORMAT_VERSION, ArtifactError, load_artifact, save_artifact,
-                             sha256_of, verify_artifact)
+from models.artifact import (FORMAT_VERSION, ArtifactError, load_artifact, pinned_artifact,
+                             save_artifact, sha256_of, verify_artifact)
 from models.features import aggregate_columns, window_aggregates
 from models.detector import Detector, DetectorSettings
 from models.scorers import (SCORERS as SCORER_KINDS, IsolationForestScorer, KNNScorer,
@@ -225,34 +225,56 @@ def test_missing_artifact_says_how_to_make_one(tmp_path):
         verify_artifact(tmp_path / "nothing")
 
 
+UDF_METRICS = ["x", "y"]
+UDF_STATISTICS = ["mean", "std", "range", "last", "delta"]
+
+
+def _udf_windows(recent_windows: int, seed: int = 3):
+    """Two keys' window aggregates and features (with the recent levels) of random events."""
+    from models.features import features_from_aggregates, recent_levels
+    rng = np.random.default_rng(seed)
+    events = pd.DataFrame({"k": rng.choice(["a", "b"], 3000), "t": np.arange(3000) * 60_000,
+                           "x": rng.normal(size=3000), "y": rng.uniform(size=3000)})
+    aggregates = window_aggregates(events, "k", "t", UDF_METRICS, 600_000, 300_000)
+    features = features_from_aggregates(aggregates, UDF_METRICS, UDF_STATISTICS).join(
+        recent_levels(aggregates, "k", UDF_METRICS, max(recent_windows, 1)))
+    return aggregates, features
+
+
+def _udf_model(directory, recent_windows: int, seed: int = 3):
+    """A PCA detector fitted on `_udf_windows(seed)`, saved as the artifact in `directory`."""
+    from models.features import feature_names
+    aggregates, features = _udf_windows(recent_windows, seed)
+    names = feature_names(UDF_METRICS, UDF_STATISTICS)
+    detector = Detector(names, DetectorSettings(
+        kind="pca", explain_recent_windows=recent_windows)).fit(features, aggregates["k"])
+    return save_artifact(directory, detector, {"model_kind": "pca", "threshold": 0.0,
+                                               "feature_names": names})
+
+
+def _udf_columns(aggregates, features, recent_windows: int) -> list:
+    """The UDF's arguments after the key, as the job's SQL hands them over."""
+    from models.features import recent_level_names
+    columns = aggregate_columns(UDF_METRICS) + (recent_level_names(UDF_METRICS)
+                                                if recent_windows else [])
+    given = pd.concat([aggregates, features.filter(like="__recent_level")], axis=1)
+    return [given[c] for c in columns]
+
+
 @pytest.mark.parametrize("recent_windows", [0, 6])
 def test_score_udf_matches_offline_scoring_without_flink(tmp_path, recent_windows):
     """The pandas UDF's eval is plain Python: feed it aggregates (and the recent levels the
     job's SQL computes), compare with the core."""
-    from models.features import (features_from_aggregates, feature_names, recent_level_names,
-                                 recent_levels)
-    metrics = ["x", "y"]
-    stats = ["mean", "std", "range", "last", "delta"]
-    rng = np.random.default_rng(3)
-    events = pd.DataFrame({"k": rng.choice(["a", "b"], 3000), "t": np.arange(3000) * 60_000,
-                           "x": rng.normal(size=3000), "y": rng.uniform(size=3000)})
-    aggregates = window_aggregates(events, "k", "t", metrics, 600_000, 300_000)
-    features = features_from_aggregates(aggregates, metrics, stats).join(
-        recent_levels(aggregates, "k", metrics, max(recent_windows, 1)))
-    detector = Detector(feature_names(metrics, stats), DetectorSettings(
-        kind="pca", explain_recent_windows=recent_windows)).fit(features, aggregates["k"])
-    save_artifact(tmp_path / "m", detector, {"model_kind": "pca", "threshold": 0.0,
-                                             "feature_names": feature_names(metrics, stats)})
+    metrics, stats = UDF_METRICS, UDF_STATISTICS
+    aggregates, features = _udf_windows(recent_windows)
+    detector = _udf_model(tmp_path / "m", recent_windows).scorer
     udf = ScoreWindows(str(tmp_path / "m"), metrics, stats, include_count=True, explain_top=2,
                        recent_level_windows=recent_windows)
     from pyflink.table.udf import FunctionContext
     # As with python.metric.enabled: false, the context has no metric group: the UDF
     # scores all the same, uncounted.
     udf.open(FunctionContext(None, None))
-    columns = aggregate_columns(metrics) + (recent_level_names(metrics) if recent_windows
-                                            else [])
-    given = pd.concat([aggregates, features.filter(like="__recent_level")], axis=1)
-    result = udf.eval(aggregates["k"], *[given[c] for c in columns])
+    result = udf.eval(aggregates["k"], *_udf_columns(aggregates, features, recent_windows))
     expected = detector.score(features, aggregates["k"])
     np.testing.assert_allclose(result["score"].to_numpy(), expected["score"], rtol=0, atol=0)
     assert (result["is_anomaly"] == expected["is_anomaly"]).all()
@@ -268,6 +290,38 @@ def test_score_udf_matches_offline_scoring_without_flink(tmp_path, recent_window
                          explain_top=2, recent_level_windows=recent_windows + 3)
     with pytest.raises(ArtifactError, match=f"over {recent_windows} windows.*Submit the job"):
         other.open(FunctionContext(None, None))
+
+
+def test_score_udf_keeps_its_pinned_model_when_the_artifact_is_retrained(tmp_path):
+    """As the submitted job has it, the UDF reads the pinned copy of its model: a retrain
+    that replaces the artifact afterwards changes nothing it scores, on a restart too (each
+    open loads the model again). A pinned folder that holds another model is refused."""
+    from pyflink.table.udf import FunctionContext
+    first = _udf_model(tmp_path / "m", 0, seed=3)
+    pinned = pinned_artifact(tmp_path / "m", first.metadata)
+    assert pinned == tmp_path / "m" / "versions" / first.model_version
+    udf = ScoreWindows(str(pinned), UDF_METRICS, UDF_STATISTICS, include_count=True,
+                       explain_top=2, model_version=first.model_version)
+    aggregates, features = _udf_windows(0, seed=5)
+    columns = _udf_columns(aggregates, features, 0)
+    udf.open(FunctionContext(None, None))
+    before = udf.eval(aggregates["k"], *columns)
+
+    second = _udf_model(tmp_path / "m", 0, seed=4)
+    assert second.model_version != first.model_version
+    udf.open(FunctionContext(None, None))
+    after = udf.eval(aggregates["k"], *columns)
+    assert set(after["model_version"]) == {first.model_version}
+    pd.testing.assert_frame_equal(after, before)
+    # The retrained model does score differently: the pin is what kept the scores.
+    expected = second.scorer.score(features, aggregates["k"])
+    assert not np.allclose(expected["score"].to_numpy(), before["score"].to_numpy())
+
+    wrong = ScoreWindows(str(pinned), UDF_METRICS, UDF_STATISTICS, include_count=True,
+                         explain_top=2, model_version=second.model_version)
+    with pytest.raises(ArtifactError, match=rf"holds model '{first.model_version}', and the "
+                                            rf"job was submitted with '{second.model_version}'"):
+        wrong.open(FunctionContext(None, None))
 
 
 def test_recent_levels_rank_a_metric_that_just_moved_before_one_long_as_far_out():

@@ -94,13 +94,15 @@ class ScoreWindows(ScalarFunction):
 
     The artifact's `models.detector.Detector` does all the work: the key's own baseline, the
     score (higher = more anomalous), the grade in [0, 1], the key's threshold and the metrics
-    that drove the score.
+    that drove the score. With `model_version`, `artifact_dir` must hold that model (a pinned
+    copy, `models.artifact.pinned_artifact`, as the submitted job has).
     """
 
     def __init__(self, artifact_dir: str, metric_fields: Sequence[str],
                  statistics: Sequence[str], include_count: bool, explain_top: int,
-                 recent_level_windows: int = 0):
+                 recent_level_windows: int = 0, model_version: str | None = None):
         self.artifact_dir = artifact_dir
+        self.model_version = model_version
         self.metric_fields = list(metric_fields)
         self.statistics = list(statistics)
         self.include_count = include_count
@@ -114,7 +116,8 @@ class ScoreWindows(ScalarFunction):
         self._artifact = load_artifact(
             self.artifact_dir,
             expected_features=feature_names(self.metric_fields, self.statistics,
-                                            self.include_count))
+                                            self.include_count),
+            expected_version=self.model_version)
         trained_with = self._artifact.scorer.settings.explain_recent_windows
         if trained_with != self.recent_level_windows:
             raise ArtifactError(

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -145,8 +146,11 @@ def stop() -> bool:
     return stopped_tm or stopped_jm
 
 
-def rest(rest_url: str, path: str, method: str = "GET", timeout_s: float = 10) -> dict | list:
-    request = urllib.request.Request(f"{rest_url.rstrip('/')}{path}", method=method)
+def rest(rest_url: str, path: str, method: str = "GET", timeout_s: float = 10,
+         body: dict | None = None) -> dict | list:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{rest_url.rstrip('/')}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
     with process.open_url(request, timeout_s, "Flink's REST API") as response:
         body = response.read()
     return json.loads(body) if body else {}
@@ -165,6 +169,33 @@ def running_jobs(rest_url: str, name: str | None = None) -> list[dict]:
 
 def cancel_job(rest_url: str, job_id: str) -> None:
     rest(rest_url, f"/jobs/{job_id}?mode=cancel", method="PATCH")
+
+
+class SavepointError(RuntimeError):
+    """A savepoint Flink could not take; the message has Flink's reason."""
+
+
+def stop_with_savepoint(rest_url: str, job_id: str, directory_uri: str,
+                        timeout_s: float = 300) -> str:
+    """Stop the job the way Flink stops a job for an upgrade: a final savepoint in
+    `directory_uri`, the sinks' transactions committed, then FINISHED. Returns the
+    savepoint's location, for the next job to start from. The job keeps running when the
+    savepoint fails."""
+    trigger = rest(rest_url, f"/jobs/{job_id}/stop", method="POST",
+                   body={"targetDirectory": directory_uri, "drain": False})["request-id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = rest(rest_url, f"/jobs/{job_id}/savepoints/{trigger}")
+        if status["status"]["id"] == "COMPLETED":
+            operation = status.get("operation", {})
+            if "location" in operation:
+                return operation["location"]
+            cause = operation.get("failure-cause", {}).get("stack-trace", "no reason given")
+            raise SavepointError(f"Flink could not stop job {job_id} with a savepoint in "
+                                 f"{directory_uri}: {cause.splitlines()[0]}")
+        time.sleep(0.5)
+    raise SavepointError(f"job {job_id}'s savepoint in {directory_uri} was not done within "
+                         f"{timeout_s:.0f} s; see {rest_url}/#/job/running/{job_id}/checkpoints")
 
 
 def job_counters(rest_url: str, job_id: str, group: str = METRIC_GROUP) -> dict[str, int]:

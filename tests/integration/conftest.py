@@ -111,7 +111,8 @@ def isolated(trained, tmp_path):
                "dead_letter_topic": f"t-{run}-dead", "consumer_group": f"t-{run}"},
         influxdb={"measurement": f"t_{run}"},
         flink={"job_name": f"streamad-test-{run}", "checkpoint_interval_s": 3,
-               "checkpoint_dir": str(tmp_path / "checkpoints")})
+               "checkpoint_dir": str(tmp_path / "checkpoints"),
+               "savepoint_dir": str(tmp_path / "savepoints")})
     kafka.ensure_topics(config.kafka.bootstrap_servers,
                         [config.kafka.events_topic, config.kafka.alerts_topic,
                          config.kafka.dead_letter_topic], config.kafka.partitions)

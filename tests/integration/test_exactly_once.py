@@ -1,5 +1,6 @@
-"""Exactly-once through failures: the TaskManager is killed with SIGKILL mid-stream, and
-InfluxDB stops mid-stream.
+"""Exactly-once through failures and upgrades: the TaskManager is killed with SIGKILL
+mid-stream (after a retrain replaced the model), InfluxDB stops mid-stream, and the job is
+replaced mid-stream.
 
 The job runs on the standalone cluster. After the first half of the events and a completed
 checkpoint, the TaskManager process is killed; the second half arrives while it is down; a
@@ -12,14 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import urllib.parse
+from pathlib import Path
 
 import pytest
 
+from models.artifact import read_metadata
 from streamad import jobs_client
+from streamad.alerts import group_lag
 from streamad.replay import encoded, ordered_events
 from streamad.stack import flink, process
 
+from .conftest import write_config
 from .helpers import (assert_alerts_match, assert_points_match, expected_alerts,
                       expected_windows, influx_count,
                       influx_points, produce, read_json_topic, wait_for,
@@ -31,8 +38,13 @@ def _checkpoints_completed(config, job_id) -> int:
 
 
 def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
-        isolated, smd_slices, idle_cluster):
+        isolated, smd_slices, idle_cluster, tmp_path):
+    from models.train import train
     config, config_path = isolated
+    # A model folder of this test's own, as the test retrains into it.
+    shutil.copytree(config.artifact_path, tmp_path / "model")
+    config, config_path = write_config(config, tmp_path / "own-model.yaml",
+                                       model={"artifact_dir": str(tmp_path / "model")})
     events = ordered_events(smd_slices["test"], config)
     messages = [(key, value) for key, value, _ in encoded(events, config)]
     half = len(messages) // 2
@@ -48,6 +60,11 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
         wait_for(lambda: _checkpoints_completed(config, job_id) > before, 60,
                  "a checkpoint after the first scores")
         written_before_crash = influx_count(config)
+        # A retrain replaces the model while the job runs: the job, failover included, keeps
+        # the model it was submitted with (its points must equal the first model's).
+        submitted_version = read_metadata(config.artifact_path)["model_version"]
+        retrained = train(config, smd_slices["train"][:1])
+        assert retrained.model_version != submitted_version
 
         taskmanager = process.running_pid(flink.TASKMANAGER)
         assert taskmanager is not None, "the stack's TaskManager should run"
@@ -79,6 +96,7 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
 
         points = influx_points(config)
         assert len(points) == len(expected)
+        assert set(points["model_version"]) == {submitted_version}
         assert_points_match(points, expected, config.schema.key_field)
 
         # A late event (older than the watermark) is dead-lettered, not silently dropped.
@@ -136,6 +154,58 @@ def test_influxdb_down_mid_stream_loses_no_window_score(isolated, smd_slices, id
         causes = json.dumps(history["exceptionHistory"]["entries"])
         assert f"InfluxDB at {config.influxdb.url} could not be reached" in causes
         assert flink.rest(config.flink.rest_url, f"/jobs/{job_id}")["state"] == "RUNNING"
+        points = influx_points(config)
+        assert len(points) == len(expected)
+        assert_points_match(points, expected, config.schema.key_field)
+        assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
+    finally:
+        jobs_client.cancel_running(config)
+
+
+def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cluster):
+    """`streamad submit --replace`, the way a retrained model is put to work, mid-stream: the
+    running job stops with a savepoint and the new one starts from it. The windows open at
+    the switch, each key's recent levels (72 windows of them), the alert policy's incidents
+    and drift runs, and the read offsets carry over, so InfluxDB and the alerts topic hold
+    what one uninterrupted run gives, each window and alert once. (Without the state the
+    windows open at the switch would lose their earlier events, and the recent levels and
+    incidents would start over.)"""
+    config, config_path = isolated
+    events = ordered_events(smd_slices["test"], config)
+    messages = [(key, value) for key, value, _ in encoded(events, config)]
+    half = len(messages) // 2
+    expected = expected_windows(config, events)
+    want = expected_alerts(config, expected)
+
+    first = jobs_client.submit(config, config_path)
+    try:
+        produce(config, messages[:half])
+        # Everything of the first half read and committed: a new job without the state would
+        # read on from there, and the windows open at the switch would miss their start.
+        wait_for(lambda: group_lag(config.kafka.bootstrap_servers, config.kafka.events_topic,
+                                   config.kafka.consumer_group) == 0, 300,
+                 "the first half read and committed")
+        second = jobs_client.submit(config, config_path, replace=True)
+        written_before = influx_count(config)
+        assert second != first
+        assert flink.rest(config.flink.rest_url, f"/jobs/{first}")["state"] == "FINISHED"
+        restored = flink.rest(config.flink.rest_url,
+                              f"/jobs/{second}/checkpoints")["latest"]["restored"]
+        assert restored["is_savepoint"], restored
+        savepoint = Path(urllib.parse.urlparse(restored["external_path"]).path)
+        assert savepoint.parent == Path(config.flink.savepoint_dir), restored
+
+        produce(config, messages[half:])
+        flush_all_partitions(config)
+        wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
+                       timeout_s=900, what="window scores in InfluxDB")
+        wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
+                 >= len(want), 120, f"{len(want)} committed alerts")
+        settled = _checkpoints_completed(config, second)
+        wait_for(lambda: _checkpoints_completed(config, second) >= settled + 2, 60,
+                 "two more checkpoints")
+
+        assert 0 < written_before < len(expected), "the switch should be mid-stream"
         points = influx_points(config)
         assert len(points) == len(expected)
         assert_points_match(points, expected, config.schema.key_field)
