@@ -69,6 +69,12 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
     output = result.stdout + result.stderr
     job_id = next((line.split()[2] for line in output.splitlines()
                    if line.startswith("submitted job ")), None)
+    if savepoint and "Cannot map checkpoint/savepoint state" in output:
+        raise SubmitError(
+            f"the new job cannot start from the state in {savepoint}: that state has operators "
+            f"the new job does not (a change of window, features or the model's recent-level "
+            f"span changes the job's operators), and Flink will not drop state unasked."
+            + _restore_advice(savepoint))
     if result.returncode != 0 or job_id is None:
         interesting = [line for line in output.splitlines()
                        if "Error" in line or "Exception" in line or "error:" in line]
@@ -85,11 +91,10 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
 def _restore_advice(savepoint: str | None) -> str:
     if not savepoint:
         return ""
-    return (f"\nThe job was to start from the state in {savepoint}; when Flink cannot map it to "
-            f"the new job (another window, features or recent-level span changes the job's "
-            f"operators), submit with --fresh-state to start without it: windows open at the "
-            f"switch then lose their earlier events, and open incidents get no end alert. The "
-            f"savepoint stays where it is (--from-savepoint {savepoint}).")
+    return (f"\nNo job of this name runs now. To start without the state, submit with --replace "
+            f"--fresh-state: the windows open at the switch then miss their earlier events, "
+            f"and open incidents get no end alert. The state stays in the savepoint, for "
+            f"--from-savepoint {savepoint}.")
 
 
 def stop_running(config: JobConfig) -> str | None:
@@ -102,16 +107,14 @@ def stop_running(config: JobConfig) -> str | None:
     if not running:
         return None
     job_id = running[0]["jid"]
-    if running[0]["state"] != "RUNNING":
-        raise SubmitError(
-            f"job {job_id} is {running[0]['state']}, and only a running job can stop with a "
-            f"savepoint; wait until it runs, or submit with --replace --fresh-state.")
+    # Flink takes a savepoint only once every task runs, a while after the job does.
+    _wait_for_tasks(config, job_id, timeout_s=120)
     try:
         location = flink.stop_with_savepoint(config.flink.rest_url, job_id,
                                              config.flink.savepoint_uri)
     except flink.SavepointError as error:
-        raise SubmitError(f"{error}. The job runs on; submit with --replace --fresh-state "
-                          f"to cancel it and start without its state.") from None
+        raise SubmitError(f"{str(error).rstrip('.')}. The job runs on; submit with --replace "
+                          f"--fresh-state to cancel it and start without its state.") from None
     _wait_for_state(config, job_id, {"FINISHED", "CANCELED", "FAILED"}, 60)
     log.info("job %s stopped with savepoint %s", job_id, location)
     return location
@@ -125,6 +128,24 @@ def cancel_running(config: JobConfig) -> list[str]:
         flink.cancel_job(config.flink.rest_url, job["jid"])
         _wait_for_state(config, job["jid"], {"CANCELED", "FAILED", "FINISHED"}, 60)
     return [job["jid"] for job in running]
+
+
+def _wait_for_tasks(config: JobConfig, job_id: str, timeout_s: float) -> None:
+    """Wait until every task of the job runs."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = flink.rest(config.flink.rest_url, f"/jobs/{job_id}")
+        waiting = sorted({v["status"] for v in job["vertices"]} - {"RUNNING"})
+        if job["state"] == "RUNNING" and not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise SubmitError(
+                f"job {job_id} is {job['state']} with tasks {', '.join(waiting)} after "
+                f"{timeout_s:.0f} s, and only a job whose tasks all run can stop with a "
+                f"savepoint; see {config.flink.rest_url}/#/job/running/{job_id}/overview, or "
+                f"submit with --replace --fresh-state to cancel it and start without its "
+                f"state.")
+        time.sleep(1)
 
 
 def _wait_for_state(config: JobConfig, job_id: str, states: set[str], timeout_s: float) -> str:

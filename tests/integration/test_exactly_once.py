@@ -212,3 +212,33 @@ def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cl
         assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
     finally:
         jobs_client.cancel_running(config)
+
+
+def test_replace_by_a_job_that_cannot_take_the_state_says_what_to_do(
+        isolated, smd_slices, idle_cluster, tmp_path):
+    """A retrain with another recent-level span changes the job's operators: the new job
+    cannot take the old one's state. The replace then fails with Flink's reason and the way
+    on (--fresh-state), the old job stays stopped with its savepoint kept, and a fresh start
+    runs."""
+    from models.train import train
+    config, config_path = isolated
+    shutil.copytree(config.artifact_path, tmp_path / "model")
+    config, config_path = write_config(config, tmp_path / "own-model.yaml",
+                                       model={"artifact_dir": str(tmp_path / "model")})
+    first = jobs_client.submit(config, config_path)
+    try:
+        other, other_path = write_config(config, tmp_path / "no-levels.yaml",
+                                         model={"explain_recent_windows": 0})
+        train(other, smd_slices["train"])
+        with pytest.raises(jobs_client.SubmitError) as error:
+            jobs_client.submit(other, other_path, replace=True)
+        message = str(error.value)
+        assert message.startswith("the new job cannot start from the state in file:"), message
+        assert "No job of this name runs now" in message and "--fresh-state" in message
+        assert "Traceback" not in message and "Py4J" not in message, message
+        assert flink.rest(config.flink.rest_url, f"/jobs/{first}")["state"] == "FINISHED"
+        assert list(Path(config.flink.savepoint_dir).glob("savepoint-*")), "savepoint kept"
+        fresh = jobs_client.submit(other, other_path, replace=True, keep_state=False)
+        assert flink.rest(config.flink.rest_url, f"/jobs/{fresh}")["state"] == "RUNNING"
+    finally:
+        jobs_client.cancel_running(config)
