@@ -37,6 +37,39 @@ def _checkpoints_completed(config, job_id) -> int:
     return flink.rest(config.flink.rest_url, f"/jobs/{job_id}/checkpoints")["counts"]["completed"]
 
 
+def _halves(config, smd_slices):
+    """The test slices' events as messages, where their second half starts, and the window
+    scores and alerts the offline computation gives for all of them."""
+    events = ordered_events(smd_slices["test"], config)
+    messages = [(key, value) for key, value, _ in encoded(events, config)]
+    expected = expected_windows(config, events)
+    return messages, len(messages) // 2, expected, expected_alerts(config, expected)
+
+
+def _assert_written_once(config, expected, want):
+    """InfluxDB holds one point per expected window, equal to the offline one, and the alerts
+    topic each expected alert once; returns the points."""
+    points = influx_points(config)
+    assert len(points) == len(expected)
+    assert_points_match(points, expected, config.schema.key_field)
+    assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
+    return points
+
+
+def _wait_until_written(config, job_id, expected, want, settle: bool = True) -> None:
+    """Until InfluxDB has a point for every expected window and the alerts topic as many
+    committed alerts as expected; with `settle`, two more checkpoints, by which any
+    duplicate a faulty sink would commit shows up."""
+    wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
+                   timeout_s=900, what="window scores in InfluxDB")
+    wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
+             >= len(want), 120, f"{len(want)} committed alerts")
+    if settle:
+        settled = _checkpoints_completed(config, job_id)
+        wait_for(lambda: _checkpoints_completed(config, job_id) >= settled + 2, 60,
+                 "two more checkpoints")
+
+
 def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
         isolated, smd_slices, idle_cluster, tmp_path):
     from models.train import train
@@ -45,11 +78,7 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
     shutil.copytree(config.artifact_path, tmp_path / "model")
     config, config_path = write_config(config, tmp_path / "own-model.yaml",
                                        model={"artifact_dir": str(tmp_path / "model")})
-    events = ordered_events(smd_slices["test"], config)
-    messages = [(key, value) for key, value, _ in encoded(events, config)]
-    half = len(messages) // 2
-    expected = expected_windows(config, events)
-    want = expected_alerts(config, expected)
+    messages, half, expected, want = _halves(config, smd_slices)
     assert want, "test data should open some incidents"
 
     job_id = jobs_client.submit(config, config_path)
@@ -78,26 +107,15 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
 
         # After the restart the Python workers start again and the job replays from its
         # checkpoint: on a loaded machine that takes minutes, so wait while points arrive.
-        wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
-                       timeout_s=900, what="window scores in InfluxDB")
-        wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
-                 >= len(want), 120, f"{len(want)} committed alerts")
-        # Two more checkpoints: any duplicate a faulty sink would commit shows up by then.
-        settled = _checkpoints_completed(config, job_id)
-        wait_for(lambda: _checkpoints_completed(config, job_id) >= settled + 2, 60,
-                 "two more checkpoints")
+        _wait_until_written(config, job_id, expected, want)
 
         history = flink.rest(config.flink.rest_url, f"/jobs/{job_id}/exceptions")
         assert history["exceptionHistory"]["entries"], "the job should have failed over"
         assert flink.rest(config.flink.rest_url, f"/jobs/{job_id}")["state"] == "RUNNING"
         assert 0 < written_before_crash < len(expected), "the crash should be mid-stream"
 
-        assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
-
-        points = influx_points(config)
-        assert len(points) == len(expected)
+        points = _assert_written_once(config, expected, want)
         assert set(points["model_version"]) == {submitted_version}
-        assert_points_match(points, expected, config.schema.key_field)
 
         # A late event (older than the watermark) is dead-lettered, not silently dropped.
         late = messages[0][1]
@@ -120,11 +138,7 @@ def test_influxdb_down_mid_stream_loses_no_window_score(isolated, smd_slices, id
     if process.running_pid(influxdb.NAME) is None:
         pytest.skip("InfluxDB is not the local stack's (STREAMAD_TEST_EXTERNAL): the test "
                     "stops and starts it")
-    events = ordered_events(smd_slices["test"], config)
-    messages = [(key, value) for key, value, _ in encoded(events, config)]
-    half = len(messages) // 2
-    expected = expected_windows(config, events)
-    want = expected_alerts(config, expected)
+    messages, half, expected, want = _halves(config, smd_slices)
 
     job_id = jobs_client.submit(config, config_path)
     try:
@@ -144,20 +158,14 @@ def test_influxdb_down_mid_stream_loses_no_window_score(isolated, smd_slices, id
                      ["exceptionHistory"]["entries"], 240, "the job failing over")
         finally:
             influxdb.start(config.influxdb.url, config.influxdb.database)
-        wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
-                       timeout_s=900, what="window scores in InfluxDB")
-        wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
-                 >= len(want), 120, f"{len(want)} committed alerts")
+        _wait_until_written(config, job_id, expected, want, settle=False)
 
         assert 0 < written_before < len(expected), "InfluxDB should stop mid-stream"
         history = flink.rest(config.flink.rest_url, f"/jobs/{job_id}/exceptions")
         causes = json.dumps(history["exceptionHistory"]["entries"])
         assert f"InfluxDB at {config.influxdb.url} could not be reached" in causes
         assert flink.rest(config.flink.rest_url, f"/jobs/{job_id}")["state"] == "RUNNING"
-        points = influx_points(config)
-        assert len(points) == len(expected)
-        assert_points_match(points, expected, config.schema.key_field)
-        assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
+        _assert_written_once(config, expected, want)
     finally:
         jobs_client.cancel_running(config)
 
@@ -171,11 +179,7 @@ def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cl
     windows open at the switch would lose their earlier events, and the recent levels and
     incidents would start over.)"""
     config, config_path = isolated
-    events = ordered_events(smd_slices["test"], config)
-    messages = [(key, value) for key, value, _ in encoded(events, config)]
-    half = len(messages) // 2
-    expected = expected_windows(config, events)
-    want = expected_alerts(config, expected)
+    messages, half, expected, want = _halves(config, smd_slices)
 
     first = jobs_client.submit(config, config_path)
     try:
@@ -197,19 +201,10 @@ def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cl
 
         produce(config, messages[half:])
         flush_all_partitions(config)
-        wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
-                       timeout_s=900, what="window scores in InfluxDB")
-        wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
-                 >= len(want), 120, f"{len(want)} committed alerts")
-        settled = _checkpoints_completed(config, second)
-        wait_for(lambda: _checkpoints_completed(config, second) >= settled + 2, 60,
-                 "two more checkpoints")
+        _wait_until_written(config, second, expected, want)
 
         assert 0 < written_before < len(expected), "the switch should be mid-stream"
-        points = influx_points(config)
-        assert len(points) == len(expected)
-        assert_points_match(points, expected, config.schema.key_field)
-        assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
+        _assert_written_once(config, expected, want)
     finally:
         jobs_client.cancel_running(config)
 
