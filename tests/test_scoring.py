@@ -284,8 +284,8 @@ def test_score_udf_matches_offline_scoring_without_flink(tmp_path, recent_window
     assert set(result["model_version"]) == {udf._artifact.model_version}
     # What the UDF pickles into the job holds no model, only the path.
     assert udf.__getstate__()["_artifact"] is None
-    # A job built for other recent levels than the model's (the model replaced after the
-    # job was submitted) stops at open, saying so.
+    # A job built for other recent levels than the model's (one not pinned to its model,
+    # whose model was replaced) stops at open, saying so.
     other = ScoreWindows(str(tmp_path / "m"), metrics, stats, include_count=True,
                          explain_top=2, recent_level_windows=recent_windows + 3)
     with pytest.raises(ArtifactError, match=f"over {recent_windows} windows.*Submit the job"):

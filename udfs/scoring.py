@@ -123,8 +123,9 @@ class ScoreWindows(ScalarFunction):
             raise ArtifactError(
                 f"the model at {self.artifact_dir} ({self._artifact.model_version}) weighs "
                 f"each metric's recent level over {trained_with} windows, and the job was "
-                f"built to compute it over {self.recent_level_windows}: the model was "
-                f"replaced after the job was submitted. Submit the job again.")
+                f"built to compute it over {self.recent_level_windows}: the job was not built "
+                f"for this model (an unpinned job whose model was replaced). Submit the job "
+                f"again.")
         self._counted = Counters(function_context.get_metric_group, "windows_scored",
                                  "windows_anomalous", "windows_out_of_range")
 

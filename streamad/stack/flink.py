@@ -152,8 +152,8 @@ def rest(rest_url: str, path: str, method: str = "GET", timeout_s: float = 10,
     request = urllib.request.Request(f"{rest_url.rstrip('/')}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"} if data else {})
     with process.open_url(request, timeout_s, "Flink's REST API") as response:
-        body = response.read()
-    return json.loads(body) if body else {}
+        answer = response.read()
+    return json.loads(answer) if answer else {}
 
 
 def _registered_taskmanagers(rest_url: str) -> int:
