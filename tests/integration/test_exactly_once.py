@@ -209,12 +209,12 @@ def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cl
         jobs_client.cancel_running(config)
 
 
-def test_replace_by_a_job_that_cannot_take_the_state_says_what_to_do(
-        isolated, smd_slices, idle_cluster, tmp_path):
-    """A retrain with another recent-level span changes the job's operators: the new job
-    cannot take the old one's state. The replace then fails with Flink's reason and the way
-    on (--fresh-state), the old job stays stopped with its savepoint kept, and a fresh start
-    runs."""
+def test_replace_that_fails_says_what_to_do(isolated, smd_slices, idle_cluster, tmp_path):
+    """Two ways a replace fails. Flink cannot write the savepoint: the old job runs on, and
+    the message says why. A retrain with another recent-level span changes the job's
+    operators, so the new job cannot take the old one's state: the replace says so and how
+    to go on (--fresh-state), the old job stays stopped with its savepoint kept, and a fresh
+    start runs."""
     from models.train import train
     config, config_path = isolated
     shutil.copytree(config.artifact_path, tmp_path / "model")
@@ -222,6 +222,16 @@ def test_replace_by_a_job_that_cannot_take_the_state_says_what_to_do(
                                        model={"artifact_dir": str(tmp_path / "model")})
     first = jobs_client.submit(config, config_path)
     try:
+        (tmp_path / "a-file").write_text("not a folder")
+        unwritable, unwritable_path = write_config(
+            config, tmp_path / "unwritable.yaml",
+            flink={"savepoint_dir": str(tmp_path / "a-file" / "savepoints")})
+        with pytest.raises(jobs_client.SubmitError,
+                           match=rf"Flink could not stop job {first} with a savepoint in .*"
+                                 rf"The job runs on; submit with --replace --fresh-state"):
+            jobs_client.submit(unwritable, unwritable_path, replace=True)
+        assert flink.rest(config.flink.rest_url, f"/jobs/{first}")["state"] == "RUNNING"
+
         other, other_path = write_config(config, tmp_path / "no-levels.yaml",
                                          model={"explain_recent_windows": 0})
         train(other, smd_slices["train"])
