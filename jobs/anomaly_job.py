@@ -201,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                     "to apply the configuration.", "; ".join(changes))
 
     env, t_env = create_environment(config, args.connector_jar, args.python)
+    # Shown in the web UI (the job's Configuration tab, "User Configuration") and in REST:
+    # which model this job scores with.
+    env.get_config().set_global_job_parameters({
+        "streamad.model_version": metadata["model_version"],
+        "streamad.model_dir": str(model_dir)})
     # The recent levels the model's explanations were trained with, whatever the
     # configuration now says: the job scores as the model was trained.
     recent_level_windows = metadata.get("settings", {}).get("explain_recent_windows", 0)

@@ -198,6 +198,12 @@ def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cl
         assert restored["is_savepoint"], restored
         savepoint = Path(urllib.parse.urlparse(restored["external_path"]).path)
         assert savepoint.parent == Path(config.flink.savepoint_dir), restored
+        # The web UI shows which model the job scores with.
+        shown = flink.rest(config.flink.rest_url,
+                           f"/jobs/{second}/config")["execution-config"]["user-config"]
+        version = read_metadata(config.artifact_path)["model_version"]
+        assert shown == {"streamad.model_version": version, "streamad.model_dir": str(
+            config.artifact_path.resolve() / "versions" / version)}, shown
 
         produce(config, messages[half:])
         flush_all_partitions(config)
