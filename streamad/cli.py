@@ -57,9 +57,15 @@ def cmd_stack(args, config: JobConfig) -> int:
         stopped = stack.down()
         _say(f"stopped: {', '.join(stopped) if stopped else 'nothing (no server of ours ran)'}")
     else:
-        for entry in stack.status(config):
+        entries = stack.status(config)
+        for entry in entries:
             state = f"running (PID {entry.pid})" if entry.running else "stopped"
             _say(f"{entry.name:18} {state:24} {entry.endpoint}")
+        if any(e.running for e in entries if e.name == "flink-jobmanager"):
+            for job in stack.flink.running_jobs(config.flink.rest_url):
+                model = stack.flink.job_model(config.flink.rest_url, job["jid"]) or "-"
+                _say(f"job {job['name']:24} {job['state']:10} model {model:20} "
+                     f"{config.flink.rest_url}/#/job/running/{job['jid']}/overview")
         _say(f"logs: {stack.process.logs_dir()}")
     return 0
 

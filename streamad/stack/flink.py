@@ -167,6 +167,13 @@ def running_jobs(rest_url: str, name: str | None = None) -> list[dict]:
             and (name is None or job["name"] == name)]
 
 
+def job_model(rest_url: str, job_id: str) -> str | None:
+    """The model version a streamad job scores with (None for another job): the job shows
+    it among its global job parameters (jobs/anomaly_job.py)."""
+    config = rest(rest_url, f"/jobs/{job_id}/config").get("execution-config", {})
+    return (config.get("user-config") or {}).get("streamad.model_version")
+
+
 def cancel_job(rest_url: str, job_id: str) -> None:
     rest(rest_url, f"/jobs/{job_id}?mode=cancel", method="PATCH")
 

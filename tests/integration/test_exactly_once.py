@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import urllib.parse
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from models.artifact import read_metadata
-from streamad import jobs_client
+from streamad import cli, jobs_client
 from streamad.alerts import group_lag
 from streamad.replay import encoded, ordered_events
 from streamad.stack import flink, process
@@ -170,7 +171,7 @@ def test_influxdb_down_mid_stream_loses_no_window_score(isolated, smd_slices, id
         jobs_client.cancel_running(config)
 
 
-def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cluster):
+def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cluster, capsys):
     """`streamad submit --replace`, the way a retrained model is put to work, mid-stream: the
     running job stops with a savepoint and the new one starts from it. The windows open at
     the switch, each key's recent levels (72 windows of them), the alert policy's incidents
@@ -198,12 +199,16 @@ def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cl
         assert restored["is_savepoint"], restored
         savepoint = Path(urllib.parse.urlparse(restored["external_path"]).path)
         assert savepoint.parent == Path(config.flink.savepoint_dir), restored
-        # The web UI shows which model the job scores with.
+        # The web UI and `stack status` show which model the job scores with.
         shown = flink.rest(config.flink.rest_url,
                            f"/jobs/{second}/config")["execution-config"]["user-config"]
         version = read_metadata(config.artifact_path)["model_version"]
         assert shown == {"streamad.model_version": version, "streamad.model_dir": str(
             config.artifact_path.resolve() / "versions" / version)}, shown
+        capsys.readouterr()
+        assert cli.main(["--config", str(config_path), "stack", "status"]) == 0
+        assert re.search(rf"^job {config.flink.job_name} +RUNNING +model {version} .*{second}",
+                         capsys.readouterr().out, re.MULTILINE)
 
         produce(config, messages[half:])
         flush_all_partitions(config)
