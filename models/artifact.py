@@ -177,9 +177,15 @@ def pinned_artifact(directory: Path, metadata: dict) -> Path:
     versions = directory / VERSIONS_DIR
     pinned = versions / version
     if not (pinned / METADATA_FILE).is_file():
-        versions.mkdir(exist_ok=True)
-        # Copied into a staging folder and renamed, so a reader never sees half a copy.
-        staging = Path(tempfile.mkdtemp(dir=versions, prefix=f".{version}-"))
+        try:
+            versions.mkdir(exist_ok=True)
+            # Copied into a staging folder and renamed, so a reader never sees half a copy.
+            staging = Path(tempfile.mkdtemp(dir=versions, prefix=f".{version}-"))
+        except OSError as error:
+            raise ArtifactError(
+                f"cannot write the job's copy of model {version} in {versions} ({error}): a "
+                f"job scores with a copy of its model pinned there, so the folder must be "
+                f"writable for whoever submits the job.") from None
         try:
             shutil.copyfile(directory / MODEL_FILE, staging / MODEL_FILE)
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")

@@ -68,3 +68,11 @@ def test_job_pins_the_model_it_was_submitted_with(tmp_path):
     # A second submission of the same model reuses its copy.
     main(explain)
     assert len(list((tmp_path / "m" / "versions").iterdir())) == 2
+
+
+def test_job_says_where_it_cannot_pin_its_model(tmp_path):
+    _save(tmp_path / "m", ["event_count", "cpu__mean", "mem__mean"])
+    (tmp_path / "m" / "versions").write_text("a file where the copies go")
+    with pytest.raises(ArtifactError, match=r"cannot write the job's copy of model iforest-\w+ "
+                                            r"in .*versions \(.*\): a job scores with a copy"):
+        main(["--config", str(_config(tmp_path, tmp_path / "m")), "--explain"])
