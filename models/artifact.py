@@ -205,3 +205,24 @@ def pinned_artifact(directory: Path, metadata: dict) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
     verify_artifact(pinned, expected_version=version)
     return pinned
+
+
+def pinned_versions(directory: Path) -> list[str]:
+    """The model versions pinned under `directory` (`pinned_artifact`), oldest first."""
+    versions = Path(directory) / VERSIONS_DIR
+    if not versions.is_dir():
+        return []
+    pinned = [p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return [p.name for p in sorted(pinned, key=lambda p: (p.stat().st_mtime, p.name))]
+
+
+def prune_pinned(directory: Path, keep: set[str]) -> list[str]:
+    """Remove the pinned copies under `directory` whose version is not in `keep`, and what an
+    interrupted pinning left behind; returns the versions removed."""
+    versions = Path(directory) / VERSIONS_DIR
+    removed = [v for v in pinned_versions(directory) if v not in keep]
+    for version in removed:
+        shutil.rmtree(versions / version)
+    for leftover in versions.glob(".*"):  # staging folders of `pinned_artifact`
+        shutil.rmtree(leftover, ignore_errors=True)
+    return removed

@@ -81,6 +81,43 @@ def _print_endpoints(config: JobConfig) -> None:
     _say(f"Logs             {process.logs_dir()}")
 
 
+def cmd_models(args, config: JobConfig) -> int:
+    from models.artifact import METADATA_FILE, pinned_versions, prune_pinned, read_metadata
+    from streamad.stack import flink
+    from streamad.stack.process import StackError
+    folder = config.artifact_path
+    current = (read_metadata(folder)["model_version"] if (folder / METADATA_FILE).is_file()
+               else None)
+    # A job pinned to a model keeps it while it runs (restarts included): ask Flink which.
+    in_use: dict[str, list[str]] = {}
+    try:
+        for job in flink.running_jobs(config.flink.rest_url):
+            model = flink.job_model(config.flink.rest_url, job["jid"])
+            if model:
+                in_use.setdefault(model, []).append(f"job {job['name']} ({job['state']})")
+    except StackError as error:
+        if args.prune:  # without the jobs, a copy a running job needs could go
+            raise StackError(f"not pruning: which models the running jobs use is unknown. "
+                             f"{error}") from None
+        _say(f"(the jobs that use each model are unknown: {error})")
+    versions = pinned_versions(folder)
+    if current and current not in versions:
+        versions.append(current)
+    if not versions:
+        _say(f"no model in {folder}; train one with 'streamad train'.")
+        return 0
+    for version in versions:
+        uses = (["current (streamad train wrote it last)"] if version == current else []) \
+            + in_use.get(version, [])
+        _say(f"{version:24} {', '.join(uses) or '-'}")
+    if args.prune:
+        removed = prune_pinned(folder, keep=set(in_use) | {current})
+        _say(f"removed {len(removed)} pinned cop{'y' if len(removed) == 1 else 'ies'} that "
+             f"neither is current nor a job on {config.flink.rest_url} runs"
+             + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
 def cmd_train(args, config: JobConfig) -> int:
     from models.train import train, train_on_events
     output = Path(args.output) if args.output else None
@@ -366,6 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 "servers streamad started (by PID). status: what runs.")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.set_defaults(func=cmd_stack)
+
+    models = commands.add_parser(
+        "models", help="the model versions in the artifact folder and which jobs use them",
+        description="List the current model and the copies submitted jobs are pinned to "
+                    "(<artifact_dir>/versions), with the jobs on flink.rest_url that score "
+                    "with each. --prune removes the copies that neither are current nor a "
+                    "job there runs (a job elsewhere pinned to one would fail on its next "
+                    "restart).")
+    models.add_argument("--prune", action="store_true",
+                        help="remove the copies no running job uses")
+    models.set_defaults(func=cmd_models)
 
     train = commands.add_parser("train", help="fit the model on historical events (CSV or topic)",
                                 description="Fit the configured detector (model.kind) on the "

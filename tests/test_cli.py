@@ -65,6 +65,36 @@ def test_fresh_state_without_replace_is_refused_before_anything_is_asked_of_flin
         "stopping it with a savepoint.\n")
 
 
+def test_models_lists_the_current_and_pinned_models_and_prunes_only_knowing_the_jobs(
+        tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from models.artifact import pinned_artifact, save_artifact
+    from models.scorers import IsolationForestScorer
+    saved = []
+    for seed in (0, 1):
+        scorer = IsolationForestScorer(n_estimators=5, random_state=0).fit(
+            np.random.default_rng(seed).normal(size=(50, 2)))
+        saved.append(save_artifact(tmp_path / "m", scorer, {"model_kind": "iforest",
+                                                            "feature_names": ["a", "b"],
+                                                            "threshold": 0.5}))
+        if seed == 0:  # a job was submitted with the first model
+            pinned_artifact(tmp_path / "m", saved[0].metadata)
+    monkeypatch.setenv("STREAMAD__MODEL__ARTIFACT_DIR", str(tmp_path / "m"))
+    monkeypatch.setenv("STREAMAD__FLINK__REST_URL", f"http://127.0.0.1:{unused_port()}")
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("(the jobs that use each model are unknown: Flink's REST API "
+                               "did not answer")
+    assert lines[1:] == [f"{saved[0].model_version:24} -",
+                         f"{saved[1].model_version:24} current (streamad train wrote it last)"]
+    # Without knowing the jobs, nothing is pruned.
+    assert main(["models", "--prune"]) == 1
+    assert capsys.readouterr().err.startswith(
+        "error: not pruning: which models the running jobs use is unknown. Flink's REST API "
+        "did not answer")
+    assert (tmp_path / "m" / "versions" / saved[0].model_version).is_dir()
+
+
 def test_kafka_not_answering_is_a_clear_error(monkeypatch, capsys):
     port = unused_port()
     monkeypatch.setenv("STREAMAD__KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")

@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from jobs.anomaly_job import main
-from models.artifact import ArtifactError, save_artifact, sha256_of, verify_artifact
+from models.artifact import (ArtifactError, pinned_artifact, pinned_versions, prune_pinned,
+                             save_artifact, sha256_of, verify_artifact)
 from models.scorers import IsolationForestScorer
 
 import numpy as np
@@ -76,3 +77,18 @@ def test_job_says_where_it_cannot_pin_its_model(tmp_path):
     with pytest.raises(ArtifactError, match=r"cannot write the job's copy of model iforest-\w+ "
                                             r"in .*versions \(.*\): a job scores with a copy"):
         main(["--config", str(_config(tmp_path, tmp_path / "m")), "--explain"])
+
+
+def test_prune_removes_the_pinned_copies_not_kept_and_leftovers(tmp_path):
+    features = ["event_count", "cpu__mean", "mem__mean"]
+    versions = []
+    for seed in range(3):
+        saved = _save(tmp_path / "m", features, seed=seed)
+        pinned_artifact(tmp_path / "m", saved.metadata)
+        versions.append(saved.model_version)
+    (tmp_path / "m" / "versions" / ".left-by-a-crash").mkdir()
+    assert pinned_versions(tmp_path / "m") == versions
+    assert prune_pinned(tmp_path / "m", keep={versions[1], "not-there"}) == [versions[0],
+                                                                             versions[2]]
+    assert [p.name for p in (tmp_path / "m" / "versions").iterdir()] == [versions[1]]
+    assert verify_artifact(tmp_path / "m" / "versions" / versions[1])

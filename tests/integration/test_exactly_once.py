@@ -72,7 +72,7 @@ def _wait_until_written(config, job_id, expected, want, settle: bool = True) -> 
 
 
 def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
-        isolated, smd_slices, idle_cluster, tmp_path):
+        isolated, smd_slices, idle_cluster, tmp_path, capsys):
     from models.train import train
     config, config_path = isolated
     # A model folder of this test's own, as the test retrains into it.
@@ -117,6 +117,18 @@ def test_taskmanager_sigkill_mid_stream_keeps_alerts_and_points_exactly_once(
 
         points = _assert_written_once(config, expected, want)
         assert set(points["model_version"]) == {submitted_version}
+
+        # `streamad models --prune` keeps the copy the running job scores with, and the
+        # current model; a copy nothing uses goes.
+        versions = config.artifact_path / "versions"
+        shutil.copytree(versions / submitted_version, versions / "pca-unused")
+        capsys.readouterr()
+        assert cli.main(["--config", str(config_path), "models", "--prune"]) == 0
+        listed = capsys.readouterr().out
+        assert f"{submitted_version:24} job {config.flink.job_name} (RUNNING)" in listed
+        assert f"{retrained.model_version:24} current" in listed
+        assert "removed 1 pinned copy" in listed and "pca-unused" in listed
+        assert [p.name for p in versions.iterdir()] == [submitted_version]
 
         # A late event (older than the watermark) is dead-lettered, not silently dropped.
         late = messages[0][1]
