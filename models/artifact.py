@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,8 @@ MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 # Under an artifact folder: one unchanging copy per model version that a job was submitted with.
 VERSIONS_DIR = "versions"
+# A staging folder of a pinned copy this old was left by an interrupted submission.
+STAGING_LEFTOVER_S = 3600
 
 
 class ArtifactError(ValueError):
@@ -223,6 +226,8 @@ def prune_pinned(directory: Path, keep: set[str]) -> list[str]:
     removed = [v for v in pinned_versions(directory) if v not in keep]
     for version in removed:
         shutil.rmtree(versions / version)
-    for leftover in versions.glob(".*"):  # staging folders of `pinned_artifact`
-        shutil.rmtree(leftover, ignore_errors=True)
+    # Staging folders of `pinned_artifact` old enough that no submission still writes them.
+    for leftover in versions.glob(".*"):
+        if time.time() - leftover.stat().st_mtime > STAGING_LEFTOVER_S:
+            shutil.rmtree(leftover, ignore_errors=True)
     return removed

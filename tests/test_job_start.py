@@ -1,5 +1,7 @@
 """The job refuses to start, with a clear message, when its model does not fit or was altered."""
 
+import os
+
 import pytest
 import yaml
 
@@ -87,8 +89,11 @@ def test_prune_removes_the_pinned_copies_not_kept_and_leftovers(tmp_path):
         pinned_artifact(tmp_path / "m", saved.metadata)
         versions.append(saved.model_version)
     (tmp_path / "m" / "versions" / ".left-by-a-crash").mkdir()
+    os.utime(tmp_path / "m" / "versions" / ".left-by-a-crash", (0, 0))
+    (tmp_path / "m" / "versions" / ".being-written").mkdir()  # a submission now
     assert pinned_versions(tmp_path / "m") == versions
     assert prune_pinned(tmp_path / "m", keep={versions[1], "not-there"}) == [versions[0],
                                                                              versions[2]]
-    assert [p.name for p in (tmp_path / "m" / "versions").iterdir()] == [versions[1]]
+    assert sorted(p.name for p in (tmp_path / "m" / "versions").iterdir()) == [
+        ".being-written", versions[1]]
     assert verify_artifact(tmp_path / "m" / "versions" / versions[1])
