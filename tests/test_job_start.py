@@ -1,4 +1,5 @@
-"""The job refuses to start, with a clear message, when its model does not fit or was altered."""
+"""The job refuses to start, with a clear message, when its model does not fit or was altered;
+it pins the model it was submitted with."""
 
 import os
 
