@@ -62,9 +62,8 @@ def cmd_stack(args, config: JobConfig) -> int:
             state = f"running (PID {entry.pid})" if entry.running else "stopped"
             _say(f"{entry.name:18} {state:24} {entry.endpoint}")
         if any(e.running for e in entries if e.name == "flink-jobmanager"):
-            for job in stack.flink.running_jobs(config.flink.rest_url):
-                model = stack.flink.job_model(config.flink.rest_url, job["jid"]) or "-"
-                _say(f"job {job['name']:24} {job['state']:10} model {model:20} "
+            for job, model in stack.flink.running_job_models(config.flink.rest_url):
+                _say(f"job {job['name']:24} {job['state']:10} model {model or '-':20} "
                      f"{config.flink.rest_url}/#/job/running/{job['jid']}/overview")
         _say(f"logs: {stack.process.logs_dir()}")
     return 0
@@ -91,8 +90,7 @@ def cmd_models(args, config: JobConfig) -> int:
     # A job pinned to a model keeps it while it runs (restarts included): ask Flink which.
     in_use: dict[str, list[str]] = {}
     try:
-        for job in flink.running_jobs(config.flink.rest_url):
-            model = flink.job_model(config.flink.rest_url, job["jid"])
+        for job, model in flink.running_job_models(config.flink.rest_url):
             if model:
                 in_use.setdefault(model, []).append(f"job {job['name']} ({job['state']})")
     except StackError as error:

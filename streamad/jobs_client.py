@@ -19,6 +19,11 @@ JOB_SCRIPT = REPO / "jobs" / "anomaly_job.py"
 PY_FILES = [REPO / name for name in ("streamad", "models", "udfs", "jobs")]
 
 
+# When the running job cannot stop with a savepoint.
+FRESH_STATE_ADVICE = ("submit with --replace --fresh-state to cancel it and start without its "
+                      "state.")
+
+
 class SubmitError(RuntimeError):
     pass
 
@@ -46,9 +51,8 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
     """
     savepoint = from_savepoint
     if replace and keep_state:
-        stopped = stop_running(config)
-        if stopped:
-            savepoint = savepoint or stopped
+        stopped = stop_running(config)  # also when a savepoint is given: one job of a name
+        savepoint = from_savepoint or stopped
     elif replace:
         cancel_running(config)
     elif running := flink.running_jobs(config.flink.rest_url, config.flink.job_name):
@@ -113,8 +117,8 @@ def stop_running(config: JobConfig) -> str | None:
         location = flink.stop_with_savepoint(config.flink.rest_url, job_id,
                                              config.flink.savepoint_uri)
     except flink.SavepointError as error:
-        raise SubmitError(f"{str(error).rstrip('.')}. The job runs on; submit with --replace "
-                          f"--fresh-state to cancel it and start without its state.") from None
+        raise SubmitError(f"{str(error).rstrip('.')}. The job runs on; "
+                          f"{FRESH_STATE_ADVICE}") from None
     _wait_for_state(config, job_id, {"FINISHED", "CANCELED", "FAILED"}, 60)
     log.info("job %s stopped with savepoint %s", job_id, location)
     return location
@@ -143,8 +147,7 @@ def _wait_for_tasks(config: JobConfig, job_id: str, timeout_s: float) -> None:
                 f"job {job_id} is {job['state']} with tasks {', '.join(waiting)} after "
                 f"{timeout_s:.0f} s, and only a job whose tasks all run can stop with a "
                 f"savepoint; see {config.flink.rest_url}/#/job/running/{job_id}/overview, or "
-                f"submit with --replace --fresh-state to cancel it and start without its "
-                f"state.")
+                f"{FRESH_STATE_ADVICE}")
         time.sleep(1)
 
 

@@ -174,6 +174,12 @@ def job_model(rest_url: str, job_id: str) -> str | None:
     return (config.get("user-config") or {}).get("streamad.model_version")
 
 
+def running_job_models(rest_url: str) -> list[tuple[dict, str | None]]:
+    """Each job that runs (`running_jobs`), with the model version it scores with
+    (`job_model`)."""
+    return [(job, job_model(rest_url, job["jid"])) for job in running_jobs(rest_url)]
+
+
 def cancel_job(rest_url: str, job_id: str) -> None:
     rest(rest_url, f"/jobs/{job_id}?mode=cancel", method="PATCH")
 
