@@ -40,6 +40,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from sklearn.mixture import GaussianMixture
 
 from models.detector import DetectorSettings
 from models.evaluation import best_f1_threshold, precision_recall_f1
@@ -53,6 +54,10 @@ MULTIPLES = (3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 130, 16
 # Per metric, the scorer's summed contributions count in full up to about this much and
 # logarithmically beyond, so that one metric far out weighs less than many metrics out.
 METRIC_SOFT_CAP = 25.0
+# The Gaussian mixture in the PCA subspace: its components, and how far above 0 its lowest
+# training score is put.
+GMM_COMPONENTS = 4
+GMM_FLOOR = 1e-3
 # The share of the highest-scoring training windows left out of the trimmed PCA's refit.
 TRIMMED_SHARE = 0.01
 # The time-of-day profile: each key's median training feature per bin of this many seconds.
@@ -192,6 +197,23 @@ class Variants:
         error does not see (a move along the normal correlations)."""
         pca = self.detector.pooled_scorer_.pca_
         return self._of(lambda Z: (pca.transform(Z) ** 2 / pca.explained_variance_).sum(axis=1))
+
+    def gaussian_mixture(self) -> Scores:
+        """The negative log-likelihood of a Gaussian mixture fitted in the PCA's subspace to
+        the training windows: T² with more than one normal (a busy and a quiet regime, say),
+        the issue's GMM log-likelihood scorer. Shifted so its lowest training score is
+        GMM_FLOOR above 0, for a multiple of the median to mean something."""
+        pca = self.detector.pooled_scorer_.pca_
+        mixture = GaussianMixture(GMM_COMPONENTS, covariance_type="full", reg_covar=1e-3,
+                                  random_state=self.settings.random_state
+                                  ).fit(pca.transform(self.train_scaled))
+        lowest = (-mixture.score_samples(pca.transform(self.train_scaled))).min()
+        return self._of(lambda Z: -mixture.score_samples(pca.transform(Z)) - lowest + GMM_FLOOR)
+
+    def error_and_mixture(self) -> Scores:
+        error, mixture = over_key_medians(self.configured), over_key_medians(
+            self.gaussian_mixture())
+        return Scores(self.run, error.train + mixture.train, error.test + mixture.test)
 
     def error_and_hotelling(self) -> Scores:
         error, inside = over_key_medians(self.configured), over_key_medians(self.hotelling())
@@ -479,6 +501,10 @@ def main() -> None:
     say("| **the score** | | | | | | | |")
     row("Hotelling's T² in the PCA subspace instead", variants.hotelling())
     row("reconstruction error + T², each over its key's median", variants.error_and_hotelling())
+    row(f"negative log-likelihood of a {GMM_COMPONENTS}-component Gaussian mixture in the "
+        "PCA subspace instead", variants.gaussian_mixture())
+    row("reconstruction error + that log-likelihood, each over its key's median",
+        variants.error_and_mixture())
     row(f"each metric's contributions soft-capped at {METRIC_SOFT_CAP:g}",
         variants.metric_soft_cap())
     row(f"PCA refitted without the top {TRIMMED_SHARE:.0%} of training windows",
