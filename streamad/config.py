@@ -358,6 +358,14 @@ class FlinkConfig:
     # new job starts from; like checkpoint_dir, a folder every Flink process can reach.
     savepoint_dir: str = "~/.local/state/streamad/savepoints"
     job_name: str = "streamad-anomaly-detection"
+    # The Flink distribution whose bin/flink submits the job: a cluster's own (docker/ sets
+    # /opt/flink, the image's), at the Flink version streamad pins. Empty: the apache-flink
+    # wheel's, the one the local stack runs.
+    home: str = ""
+    # Ship the Kafka connector jar with the job (pipeline.jars, fetched with Maven once).
+    # False where the cluster's lib/ holds it already, as docker/Dockerfile puts it there: the
+    # submitter then needs neither Maven nor the download.
+    ship_connector: bool = True
     # Python bundles: rows handed to the Python worker together (and arrow batch size).
     python_bundle_size: int = 1000
     python_bundle_time_ms: int = 1000
@@ -374,6 +382,12 @@ class FlinkConfig:
         for name in ("checkpoint_dir", "savepoint_dir"):
             if not getattr(self, name):
                 raise ConfigError(f"flink.{name} must be a folder path or URI.")
+        if not isinstance(self.ship_connector, bool):
+            raise ConfigError(f"flink.ship_connector must be true or false, got "
+                              f"{self.ship_connector!r}.")
+        if not isinstance(self.home, str):
+            raise ConfigError(f"flink.home must be the path of a Flink distribution (the folder "
+                              f"with bin/flink) or empty, got {self.home!r}.")
 
     @property
     def checkpoint_uri(self) -> str:
@@ -493,7 +507,7 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
 
 def _resolve_paths(section: str, values: dict, base_dir: Path) -> None:
     path_keys = {"model": ("artifact_dir",), "influxdb": ("token_file",),
-                 "flink": ("checkpoint_dir",)}.get(section, ())
+                 "flink": ("checkpoint_dir", "savepoint_dir", "home")}.get(section, ())
     for key in path_keys:
         value = values.get(key)
         if isinstance(value, str) and value and "://" not in value:

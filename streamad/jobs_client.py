@@ -28,8 +28,9 @@ class SubmitError(RuntimeError):
     pass
 
 
-def _job_args(config_path: Path | None, bounded: bool) -> list[str]:
-    args = ["--connector-jar", str(flink.connector_jar())]
+def _job_args(config_path: Path | None, bounded: bool, ship_connector: bool = True
+              ) -> list[str]:
+    args = ["--connector-jar", str(flink.connector_jar())] if ship_connector else []
     if config_path is not None:
         args += ["--config", str(Path(config_path).resolve())]
     if bounded:
@@ -49,6 +50,9 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
     the new job starts with no state at the consumer group's committed offsets.
     `from_savepoint` starts the job from a savepoint (or retained checkpoint) given by hand.
     """
+    # Built first: a flink.home without bin/flink, or a connector that cannot be downloaded,
+    # must fail before the running job is stopped.
+    argv, env = flink_run_command(config, config_path, bounded)
     savepoint = from_savepoint
     if replace and keep_state:
         stopped = stop_running(config)  # also when a savepoint is given: one job of a name
@@ -59,16 +63,8 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
         raise SubmitError(
             f"job {config.flink.job_name!r} already runs on {config.flink.rest_url} "
             f"(id {running[0]['jid']}); cancel it first, or submit with --replace.")
-    python = sys.executable
-    argv = [str(flink.flink_home() / "bin" / "flink"), "run", "-d",
-            "-m", config.flink.rest_url.split("://", 1)[-1],
-            *(["-s", savepoint] if savepoint else []),
-            "-py", str(JOB_SCRIPT), "-pyfs", ",".join(map(str, PY_FILES)),
-            "-pyexec", python, "-pyclientexec", python,
-            *_job_args(config_path, bounded)]
-    env = {**os.environ, "FLINK_CONF_DIR": str(flink.conf_dir()),
-           "FLINK_LOG_DIR": str(process.logs_dir() / "flink"),
-           "PYFLINK_CLIENT_EXECUTABLE": python}
+    if savepoint:
+        argv = [*argv[:2], "-s", savepoint, *argv[2:]]  # flink run -s <savepoint> ...
     result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout_s)
     output = result.stdout + result.stderr
     job_id = next((line.split()[2] for line in output.splitlines()
@@ -90,6 +86,24 @@ def submit(config: JobConfig, config_path: Path | None, replace: bool = False,
     except SubmitError as error:
         raise SubmitError(f"{error}{_restore_advice(savepoint)}") from None
     return job_id
+
+
+def flink_run_command(config: JobConfig, config_path: Path | None, bounded: bool
+                      ) -> tuple[list[str], dict[str, str]]:
+    """The `flink run` that submits the job detached, and its environment: the local stack's
+    Flink configuration and log folder, or, with a ``flink.home``, that distribution's own
+    (its conf/ and log/, or FLINK_CONF_DIR as set)."""
+    python = sys.executable
+    argv = [str(flink.cli(config.flink.home)), "run", "-d",
+            "-m", config.flink.rest_url.split("://", 1)[-1],
+            "-py", str(JOB_SCRIPT), "-pyfs", ",".join(map(str, PY_FILES)),
+            "-pyexec", python, "-pyclientexec", python,
+            *_job_args(config_path, bounded, config.flink.ship_connector)]
+    env = {**os.environ, "PYFLINK_CLIENT_EXECUTABLE": python}
+    if not config.flink.home:
+        env.update(FLINK_CONF_DIR=str(flink.conf_dir()),
+                   FLINK_LOG_DIR=str(process.logs_dir() / "flink"))
+    return argv, env
 
 
 def _restore_advice(savepoint: str | None) -> str:

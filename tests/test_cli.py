@@ -8,7 +8,10 @@ import sys
 import pytest
 
 from models.artifact import FORMAT_VERSION
+from streamad import jobs_client
 from streamad.cli import build_parser, main
+from streamad.config import load_config
+from streamad.stack import flink
 
 COMMANDS = ["stack", "train", "submit", "replay", "alerts", "demo"]
 
@@ -56,6 +59,35 @@ def test_flink_not_answering_is_a_clear_error(monkeypatch, capsys):
     assert (f"Flink's REST API did not answer GET http://127.0.0.1:{port}/jobs/overview"
             in error)
     assert "bin/streamad stack status" in error and "Traceback" not in error
+
+
+def test_a_flink_home_without_flink_is_refused_before_the_running_job_is_stopped(
+        monkeypatch, tmp_path, capsys):
+    port = unused_port()  # had submit asked Flink to stop the job, this would say so
+    monkeypatch.setenv("STREAMAD__FLINK__REST_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("STREAMAD__FLINK__HOME", str(tmp_path))
+    assert main(["submit", "--replace"]) == 1
+    error = capsys.readouterr().err
+    assert f"flink.home is {tmp_path}, which has no bin/flink" in error
+    assert "did not answer" not in error and "Traceback" not in error
+
+
+def test_submit_runs_a_clusters_own_flink_with_its_configuration(monkeypatch, tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "flink").write_text("#!/bin/sh\n")
+    monkeypatch.setenv("FLINK_CONF_DIR", "/etc/cluster-flink")
+    config = load_config(environ={"STREAMAD__FLINK__HOME": str(tmp_path),
+                                  "STREAMAD__FLINK__SHIP_CONNECTOR": "false",
+                                  "STREAMAD__FLINK__REST_URL": "http://jobmanager:8081"})
+    argv, env = jobs_client.flink_run_command(config, None, bounded=False)
+    assert argv[:5] == [str(tmp_path / "bin" / "flink"), "run", "-d", "-m", "jobmanager:8081"]
+    assert "--connector-jar" not in argv  # the cluster's lib/ has it
+    assert env["FLINK_CONF_DIR"] == "/etc/cluster-flink"
+    # Without a home: the wheel's flink, with the local stack's configuration.
+    local = load_config(environ={"STREAMAD__FLINK__SHIP_CONNECTOR": "false"})
+    argv, env = jobs_client.flink_run_command(local, None, bounded=False)
+    assert argv[0] == str(flink.flink_home() / "bin" / "flink")
+    assert env["FLINK_CONF_DIR"] == str(flink.conf_dir())
 
 
 def test_fresh_state_without_replace_is_refused_before_anything_is_asked_of_flink(capsys):

@@ -37,14 +37,19 @@ def test_environment_overrides_are_parsed_as_yaml(tmp_path):
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path):
-    path = write(tmp_path, minimal(model={"artifact_dir": "artifacts/m1"}))
-    assert load_config(path, environ={}).artifact_path == tmp_path / "artifacts" / "m1"
+    path = write(tmp_path, minimal(model={"artifact_dir": "artifacts/m1"},
+                                   flink={"savepoint_dir": "savepoints", "home": "flink-2.2"}))
+    config = load_config(path, environ={})
+    assert config.artifact_path == tmp_path / "artifacts" / "m1"
+    assert config.flink.savepoint_uri == (tmp_path / "savepoints").as_uri()
+    assert config.flink.home == str(tmp_path / "flink-2.2")
 
 
 @pytest.mark.parametrize("data, fragment", [
     (minimal(kafka={"bootstrap": "x"}), "unknown key(s) ['bootstrap'] in section 'kafka'"),
     ({**minimal(), "sinks": {}}, "unknown section(s) ['sinks']"),
     (minimal(window={"kind": "sliding"}), "window.kind must be one of tumbling, hopping"),
+    (minimal(flink={"ship_connector": "no"}), "flink.ship_connector must be true or false"),
     (minimal(window={"size_s": 600, "slide_s": 70}), "whole multiple of window.slide_s"),
     (minimal(window={"size_s": -5}), "window.size_s must be a whole number above 0, got -5"),
     (minimal(kafka={"alerts_topic": "events", "events_topic": "events"}),

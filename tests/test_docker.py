@@ -88,3 +88,17 @@ def test_grafana_provisioning_points_at_the_dashboards():
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             assert f'FROM "{measurement}"' in target["query"], panel["title"]
+
+
+def test_submit_service_replaces_the_running_job_with_the_images_flink():
+    services = compose()["services"]
+    command = " ".join(services["submit"]["command"])
+    # `flink run` again would start a second job beside the first.
+    assert "streamad.cli submit --replace" in command and "flink run" not in command
+    assert services["submit"]["depends_on"]["jobmanager"]["condition"] == "service_healthy"
+    overrides = {name: str(value) for name, value in compose()["x-flink-env"].items()
+                 if name.startswith("STREAMAD__")}
+    config = load_config(environ=overrides)
+    assert config.flink.home == "/opt/flink" and not config.flink.ship_connector
+    # ...which holds only where the image's lib/ has the connector.
+    assert "-O /opt/flink/lib/flink-sql-connector-kafka-" in (DOCKER / "Dockerfile").read_text()

@@ -33,6 +33,19 @@ def flink_home() -> Path:
     return Path(pyflink.__file__).resolve().parent
 
 
+def cli(home: str = "") -> Path:
+    """The flink command that submits jobs: `home`'s bin/flink (a cluster's own distribution,
+    ``flink.home``), or the apache-flink wheel's when `home` is empty."""
+    if not home:
+        return flink_home() / "bin" / "flink"
+    command = Path(home) / "bin" / "flink"
+    if not command.is_file():
+        raise process.StackError(
+            f"flink.home is {home}, which has no bin/flink: set it to a Flink distribution's "
+            f"folder (FLINK_HOME), or leave it empty to submit with the apache-flink wheel's.")
+    return command
+
+
 def connector_jar() -> Path:
     """The Kafka SQL connector jar for the pinned Flink, downloaded once with Maven."""
     jar = process.cache_dir() / "jars" / f"flink-sql-connector-kafka-{KAFKA_CONNECTOR_VERSION}.jar"
