@@ -11,6 +11,7 @@ must then see each expected alert exactly once, and InfluxDB must hold exactly o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -202,7 +203,10 @@ def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cl
         wait_for(lambda: group_lag(config.kafka.bootstrap_servers, config.kafka.events_topic,
                                    config.kafka.consumer_group) == 0, 300,
                  "the first half read and committed")
-        second = jobs_client.submit(config, config_path, replace=True)
+        # Submitted the way a cluster's own Flink submits (flink.home, docker/'s submit
+        # service): the wheel's bin/flink with its own conf/, not the stack's rendered one.
+        second = jobs_client.submit(dataclasses.replace(config, flink=dataclasses.replace(
+            config.flink, home=str(flink.flink_home()))), config_path, replace=True)
         written_before = influx_count(config)
         assert second != first
         assert flink.rest(config.flink.rest_url, f"/jobs/{first}")["state"] == "FINISHED"
