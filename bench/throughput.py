@@ -181,7 +181,7 @@ def bench_job(config_path: Path, config, data_dir: Path, statistics: list[str] |
                if statistics else {}))
         if statistics:
             train(job_config, sorted(data_dir.glob("*_train.csv.gz")))
-        kafka.ensure_topics(job_config.kafka.bootstrap_servers,
+        kafka.ensure_topics(job_config.kafka,
                             [job_config.kafka.events_topic, job_config.kafka.alerts_topic,
                              job_config.kafka.dead_letter_topic], job_config.kafka.partitions)
         events = ordered_events(sorted(data_dir.glob("*_test.csv.gz")), job_config)

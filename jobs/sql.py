@@ -20,11 +20,12 @@ The data's path:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from models.detector import driver_columns
 from models.features import (AGGREGATES, COUNT_COLUMN, aggregate_name,
                              recent_level_names)
-from streamad.config import JobConfig
+from streamad.config import KAFKA_PASSWORD_ENV_VAR, JobConfig
 from udfs.influx_sink import SCORE_FIELDS
 
 PARSE_UDF, SCORE_UDF, WRITE_UDF = "parse_event", "score_windows", "write_scores"
@@ -93,9 +94,49 @@ def event_time_expression(config: JobConfig) -> str:
             f"THEN TO_TIMESTAMP_LTZ(TRY_CAST({raw} AS BIGINT), {precision}) END")
 
 
+# flink-sql-connector-kafka relocates the Kafka client into this package: the classes its
+# client settings name (login modules, config providers) must be named there.
+SHADED_KAFKA = "org.apache.flink.kafka.shaded.org.apache.kafka"
+_LOGIN_MODULES = {"PLAIN": "common.security.plain.PlainLoginModule",
+                  "SCRAM-SHA-256": "common.security.scram.ScramLoginModule",
+                  "SCRAM-SHA-512": "common.security.scram.ScramLoginModule"}
+# The config provider the password comes through, by its alias in the client settings.
+_SECRETS = "streamad"
+
+
 def _kafka_common(config: JobConfig) -> dict[str, str]:
-    return {"connector": "kafka",
-            "properties.bootstrap.servers": config.kafka.bootstrap_servers}
+    kafka = config.kafka
+    settings = {"connector": "kafka", "properties.bootstrap.servers": kafka.bootstrap_servers}
+    if kafka.security_protocol != "PLAINTEXT":
+        settings["properties.security.protocol"] = kafka.security_protocol
+    if kafka.uses_sasl:
+        settings.update(_sasl_settings(config))
+    if kafka.uses_ssl and kafka.ssl_ca_file:
+        settings.update({"properties.ssl.truststore.type": "PEM",
+                         "properties.ssl.truststore.location": kafka.ssl_ca_file})
+    return settings
+
+
+def _sasl_settings(config: JobConfig) -> dict[str, str]:
+    """The SASL login, with the password left to a config provider that each Kafka client
+    (on the TaskManagers, and the source's on the JobManager) resolves where it runs: from
+    the password file, or from the environment variable. The SQL, which the web UI and the
+    logs show, holds only where the password is."""
+    kafka = config.kafka
+    if kafka.sasl_password_file:
+        password_file = Path(kafka.sasl_password_file)
+        provider = "DirectoryConfigProvider"
+        password = f"${{{_SECRETS}:{password_file.parent}:{password_file.name}}}"
+    else:
+        provider = "EnvVarConfigProvider"
+        password = f"${{{_SECRETS}:{KAFKA_PASSWORD_ENV_VAR}}}"
+    login_module = f"{SHADED_KAFKA}.{_LOGIN_MODULES[kafka.sasl_mechanism]}"
+    return {"properties.sasl.mechanism": kafka.sasl_mechanism,
+            "properties.sasl.jaas.config": (f'{login_module} required username='
+                                            f'"{kafka.sasl_username}" password="{password}";'),
+            "properties.config.providers": _SECRETS,
+            f"properties.config.providers.{_SECRETS}.class":
+                f"{SHADED_KAFKA}.common.config.provider.{provider}"}
 
 
 def _exactly_once_sink(config: JobConfig, topic: str, prefix: str) -> dict[str, str]:

@@ -111,7 +111,7 @@ def alerts_match(config, version: str, windows: pd.DataFrame) -> bool:
         windows, config.alerts.policy(config.window), config.alerts.drift_policy(),
         config.model.explain_top)}
     sent = [json.loads(value) for _, value in
-            read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic)]
+            read_topic(config.kafka, config.kafka.alerts_topic)]
     sent = [a for a in sent if a["model_version"] == version]
     distinct = {alert_identity(a) for a in sent}
     unexpected, missing = distinct - expected.keys(), expected.keys() - distinct

@@ -250,7 +250,7 @@ def cmd_replay(args, config: JobConfig) -> int:
 def cmd_alerts(args, config: JobConfig) -> int:
     from streamad.alerts import format_alert, read_topic
     count = 0
-    for _, value in read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic,
+    for _, value in read_topic(config.kafka, config.kafka.alerts_topic,
                                from_beginning=not args.new_only,
                                idle_timeout_s=None if args.follow else args.idle_s):
         count += 1
@@ -299,13 +299,13 @@ def cmd_demo(args, config: JobConfig) -> int:
     else:
         _say(f"== 2/5 Using the trained model in {config.artifact_path} (--retrain to redo) ==")
     # Alerts of earlier runs stay in the topic: show only what this run adds.
-    alerts_start = end_offsets(config.kafka.bootstrap_servers, config.kafka.alerts_topic)
+    alerts_start = end_offsets(config.kafka, config.kafka.alerts_topic)
     _say("== 3/5 Submitting the job to Flink ==")
     jobs_client.cancel_running(config)
     # An earlier run stopped before its job had read everything leaves events unread. The
     # new job would read those first and this run's after them; this run's event times start
     # over, behind the watermark, and its windows would be dropped as late.
-    unread = start_group_at_end(config.kafka.bootstrap_servers, config.kafka.events_topic,
+    unread = start_group_at_end(config.kafka, config.kafka.events_topic,
                                 config.kafka.consumer_group)
     if unread:
         _say(f"  {unread:,} events an earlier run left unread stay unread: the job reads "
@@ -332,14 +332,13 @@ def cmd_demo(args, config: JobConfig) -> int:
         if replay.is_alive():
             return True
         job = flink.rest(config.flink.rest_url, f"/jobs/{job_id}")
-        return job["state"] == "RUNNING" and group_lag(
-            config.kafka.bootstrap_servers, config.kafka.events_topic,
+        return job["state"] == "RUNNING" and group_lag(config.kafka, config.kafka.events_topic,
             config.kafka.consumer_group) > 0
 
     replay = threading.Thread(target=run_replay, name="replay", daemon=True)
     replay.start()
     count = 0
-    for _, value in read_topic(config.kafka.bootstrap_servers, config.kafka.alerts_topic,
+    for _, value in read_topic(config.kafka, config.kafka.alerts_topic,
                                idle_timeout_s=args.quiet_s, keep_going=job_still_reading,
                                start_offsets=alerts_start):
         count += 1
@@ -566,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
             print(f"error: {not_answering('Kafka', config.kafka.bootstrap_servers, exc)}",
                   file=sys.stderr)
+            if config.kafka.uses_sasl:  # a refused login looks the same to kafka-python
+                print(f"With {config.kafka.security_protocol}, a wrong user or password gives "
+                      f"this too: check kafka.sasl_username ({config.kafka.sasl_username}) and "
+                      f"the password's file or variable.", file=sys.stderr)
             return 1
         raise
 

@@ -5,7 +5,9 @@ be overridden from the environment with ``STREAMAD__<SECTION>__<FIELD>``, for ex
 ``STREAMAD__KAFKA__BOOTSTRAP_SERVERS=broker:9092``; the value is parsed as YAML, so
 ``STREAMAD__FLINK__PARALLELISM=4`` is a number. Relative paths are resolved against the
 folder of the configuration file. Secrets are never part of this object: the InfluxDB token
-comes from ``STREAMAD_INFLUXDB_TOKEN`` or from the file named by ``influxdb.token_file``.
+comes from ``STREAMAD_INFLUXDB_TOKEN`` or from the file named by ``influxdb.token_file``, the
+Kafka password from the file named by ``kafka.sasl_password_file`` or from
+``STREAMAD_KAFKA_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from models.features import STATISTICS
 
 ENV_PREFIX = "STREAMAD__"
 TOKEN_ENV_VAR = "STREAMAD_INFLUXDB_TOKEN"
+KAFKA_PASSWORD_ENV_VAR = "STREAMAD_KAFKA_PASSWORD"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "jobs" / "default.yaml"
 
 TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
@@ -50,6 +55,18 @@ class KafkaConfig:
     # Must be above the longest checkpoint plus restart time, and at most the broker's
     # transaction.max.timeout.ms (the local stack sets that to 1 hour).
     transaction_timeout_ms: int = 900_000
+    # How the job and streamad's own clients connect to the brokers.
+    security_protocol: str = "PLAINTEXT"
+    # With SASL_PLAINTEXT or SASL_SSL: the mechanism and the user. The password is read from
+    # sasl_password_file if set, else from STREAMAD_KAFKA_PASSWORD: on the Flink processes
+    # themselves for the job (Kafka's config providers), so that only the file's path or the
+    # variable's name is in the job's SQL, which the web UI shows.
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password_file: str | None = None
+    # With SSL or SASL_SSL: a PEM file of the CA certificates to trust (a private CA); unset,
+    # the system's.
+    ssl_ca_file: str | None = None
 
     def _validate(self) -> None:
         if not re.match(r"^[^\s,]+:\d+(,[^\s,]+:\d+)*$", self.bootstrap_servers):
@@ -77,6 +94,66 @@ class KafkaConfig:
                 f"kafka.start_from must be 'earliest' or 'latest', got {self.start_from!r}."
             )
         _require_positive_int("kafka.transaction_timeout_ms", self.transaction_timeout_ms)
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"kafka.security_protocol must be one of "
+                              f"{', '.join(SECURITY_PROTOCOLS)}, got {self.security_protocol!r}.")
+        if self.uses_sasl:
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigError(f"kafka.sasl_mechanism must be one of "
+                                  f"{', '.join(SASL_MECHANISMS)}, got {self.sasl_mechanism!r}.")
+            if not isinstance(self.sasl_username, str) or not re.match(
+                    r'^[^\s"\\]+$', self.sasl_username):
+                raise ConfigError(
+                    f"kafka.security_protocol {self.security_protocol} needs kafka.sasl_username: "
+                    f"the SASL user, without spaces, quotes or backslashes; got "
+                    f"{self.sasl_username!r}.")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+    def sasl_password(self) -> str:
+        """The SASL password: the content of ``sasl_password_file`` if set, else
+        STREAMAD_KAFKA_PASSWORD."""
+        if self.sasl_password_file:
+            path = Path(self.sasl_password_file)
+            if not path.is_file():
+                raise ConfigError(
+                    f"kafka.sasl_password_file is {self.sasl_password_file!r} but there is no "
+                    f"such file; create it, or unset it and set {KAFKA_PASSWORD_ENV_VAR}.")
+            password = path.read_text()
+            if password != password.strip() or not password:
+                # Kafka's Java clients read the file as it is (DirectoryConfigProvider).
+                raise ConfigError(
+                    f"kafka.sasl_password_file {self.sasl_password_file} must hold the password "
+                    f"alone, with no line break or space around it (the job's Kafka clients "
+                    f"would take those as part of it): write it with printf '%s', not echo.")
+            return password
+        password = os.environ.get(KAFKA_PASSWORD_ENV_VAR)
+        if not password:
+            raise ConfigError(
+                f"kafka.security_protocol {self.security_protocol} needs a password: set "
+                f"kafka.sasl_password_file to a file that holds it, or {KAFKA_PASSWORD_ENV_VAR}.")
+        return password
+
+    def client_settings(self) -> dict[str, Any]:
+        """kafka-python's keyword arguments to connect: the brokers, and the protocol with
+        its credentials and CA file when they are set."""
+        settings: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers}
+        if self.security_protocol == "PLAINTEXT":
+            return settings
+        settings["security_protocol"] = self.security_protocol
+        if self.uses_sasl:
+            settings.update(sasl_mechanism=self.sasl_mechanism,
+                            sasl_plain_username=self.sasl_username,
+                            sasl_plain_password=self.sasl_password())
+        if self.uses_ssl and self.ssl_ca_file:
+            settings["ssl_cafile"] = self.ssl_ca_file
+        return settings
 
 
 @dataclass(frozen=True)
@@ -507,6 +584,7 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
 
 def _resolve_paths(section: str, values: dict, base_dir: Path) -> None:
     path_keys = {"model": ("artifact_dir",), "influxdb": ("token_file",),
+                 "kafka": ("sasl_password_file", "ssl_ca_file"),
                  "flink": ("checkpoint_dir", "savepoint_dir", "home")}.get(section, ())
     for key in path_keys:
         value = values.get(key)
@@ -564,4 +642,5 @@ def _require_non_negative_int(where: str, value: Any,
 
 
 __all__ = ["JobConfig", "ConfigError", "load_config", "config_from_dict", "TOKEN_ENV_VAR",
+           "KAFKA_PASSWORD_ENV_VAR",
            "DEFAULT_CONFIG_PATH"]

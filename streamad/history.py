@@ -25,7 +25,7 @@ def read_events_topic(config: JobConfig, max_events: int | None = None
 
     schema = config.schema
     topic = config.kafka.events_topic
-    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None,
+    consumer = KafkaConsumer(**config.kafka.client_settings(), group_id=None,
                              isolation_level="read_committed", enable_auto_commit=False,
                              client_id="streamad-train")
     try:

@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 
 from models.data import TIME_MS_COLUMN, load_events_csv
-from streamad.config import JobConfig
+from streamad.config import JobConfig, KafkaConfig
 from streamad.events import encode_event
 
 log = logging.getLogger(__name__)
 
 
-def make_producer(bootstrap_servers: str, **overrides):
+def make_producer(kafka: KafkaConfig, **overrides):
     from kafka import KafkaProducer
-    settings = dict(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20,
+    settings = dict(**kafka.client_settings(), acks="all", linger_ms=20,
                     batch_size=256 * 1024, compression_type="gzip", retries=10,
                     client_id="streamad-replay")
     settings.update(overrides)
@@ -58,7 +58,7 @@ def send(messages: Iterable[tuple[bytes, bytes | None, int]], config: JobConfig,
     With `speedup`, events are paced at that many times real time by their event times;
     without, they go as fast as the broker takes them.
     """
-    producer = make_producer(config.kafka.bootstrap_servers)
+    producer = make_producer(config.kafka)
     sent = 0
     started = time.monotonic()
     first_ms = None

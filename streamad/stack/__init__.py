@@ -38,7 +38,7 @@ def up(config: JobConfig, progress=print) -> list[str]:
     progress(f"Kafka      {config.kafka.bootstrap_servers} ...")
     if kafka.start(host, port):
         started.append(kafka.NAME)
-    created = kafka.ensure_topics(config.kafka.bootstrap_servers,
+    created = kafka.ensure_topics(config.kafka,
                                   [config.kafka.events_topic, config.kafka.alerts_topic,
                                    config.kafka.dead_letter_topic], config.kafka.partitions)
     if created:

@@ -107,10 +107,7 @@ def _ensure_admin(url: str) -> None:
     # With no user yet, InfluxDB accepts exactly this statement without credentials.
     query(url, f"CREATE USER {ADMIN_USER} WITH PASSWORD '{password}' WITH ALL PRIVILEGES",
           method="POST", token="")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(f"{ADMIN_USER}:{password}\n")
+    process.write_private(path, f"{ADMIN_USER}:{password}\n")
 
 
 def read_token() -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets
 import shutil
 import uuid
 from pathlib import Path
+
+from streamad.config import KafkaConfig
 
 from . import process
 from .versions import KAFKA_VERSION, LOG4J_VERSION
@@ -16,6 +19,11 @@ NAME = "kafka"
 # Flink's KafkaSink may keep a transaction open for up to its transaction.timeout.ms; the
 # broker refuses any longer than this, so it is set well above the job's default.
 TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
+# Beside the plain listener, one that takes a SASL PLAIN login as this user,
+# at the plain port + SASL_PORT_OFFSET (the controller's is + 1): to try the job's Kafka
+# credentials (kafka.security_protocol SASL_PLAINTEXT) against a real broker.
+SASL_USER = "streamad"
+SASL_PORT_OFFSET = 2
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -77,15 +85,32 @@ def install() -> Path:
     return libs
 
 
-def _server_properties(host: str, port: int, controller_port: int, data_dir: Path) -> str:
+def sasl_password_file() -> Path:
+    """The password of SASL_USER on the SASL listener, made on the broker's first start:
+    what kafka.sasl_password_file names to connect there."""
+    return process.state_dir() / "kafka" / "sasl-password"
+
+
+def _sasl_password() -> str:
+    path = sasl_password_file()
+    if not path.is_file():
+        # No line break: Kafka's Java clients read the file as it is.
+        process.write_private(path, secrets.token_urlsafe(24))
+    return path.read_text()
+
+
+def _server_properties(host: str, port: int, controller_port: int, sasl_port: int,
+                       data_dir: Path, password: str) -> str:
     return f"""process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port},SASL_PLAINTEXT://{host}:{sasl_port}
+advertised.listeners=PLAINTEXT://{host}:{port},SASL_PLAINTEXT://{host}:{sasl_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USER}="{password}";
 log.dirs={data_dir}
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -112,13 +137,17 @@ def start(host: str, port: int) -> bool:
     if process.running_pid(NAME) is not None:
         return False
     process.require_free_port(host, port, "STREAMAD__KAFKA__BOOTSTRAP_SERVERS")
+    controller_port, sasl_port = port + 1, port + SASL_PORT_OFFSET
+    for extra in (controller_port, sasl_port):
+        process.require_free_port(host, extra, "STREAMAD__KAFKA__BOOTSTRAP_SERVERS (the "
+                                  "controller and SASL listeners take the next two ports)")
     libs = install()
-    controller_port = port + 1
     config_dir = process.state_dir() / "kafka"
     data_dir = config_dir / "data"
     config_dir.mkdir(parents=True, exist_ok=True)
     properties = config_dir / "server.properties"
-    properties.write_text(_server_properties(host, port, controller_port, data_dir))
+    process.write_private(properties, _server_properties(  # it holds the SASL password
+        host, port, controller_port, sasl_port, data_dir, _sasl_password()))
     (config_dir / "log4j2.yaml").write_text(_LOG4J2)
     if not (data_dir / "meta.properties").is_file():
         cluster_id = _random_cluster_id()
@@ -147,12 +176,12 @@ def stop() -> bool:
     return process.stop_process(NAME, timeout_s=60)
 
 
-def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int) -> list[str]:
+def ensure_topics(kafka: KafkaConfig, topics: list[str], partitions: int) -> list[str]:
     """Create any of `topics` that do not exist yet; returns the ones created."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="streamad-stack",
+    admin = KafkaAdminClient(**kafka.client_settings(), client_id="streamad-stack",
                              request_timeout_ms=30_000)
     try:
         existing = set(admin.list_topics())

@@ -61,6 +61,16 @@ def logs_dir() -> Path:
     return path
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by this user alone (mode 0600 from the start): for
+    the credentials the stack makes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode through os.open
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def pid_file(name: str) -> Path:
     path = state_dir() / "pids"
     path.mkdir(parents=True, exist_ok=True)

@@ -113,7 +113,7 @@ def isolated(trained, tmp_path):
         flink={"job_name": f"streamad-test-{run}", "checkpoint_interval_s": 3,
                "checkpoint_dir": str(tmp_path / "checkpoints"),
                "savepoint_dir": str(tmp_path / "savepoints")})
-    kafka.ensure_topics(config.kafka.bootstrap_servers,
+    kafka.ensure_topics(config.kafka,
                         [config.kafka.events_topic, config.kafka.alerts_topic,
                          config.kafka.dead_letter_topic], config.kafka.partitions)
     return config, path

@@ -92,11 +92,11 @@ def influx_count(config: JobConfig) -> int:
 
 def read_json_topic(config: JobConfig, topic: str, idle_s: float = 5) -> list[dict]:
     return [json.loads(value) for _, value in
-            read_topic(config.kafka.bootstrap_servers, topic, idle_timeout_s=idle_s)]
+            read_topic(config.kafka, topic, idle_timeout_s=idle_s)]
 
 
 def produce(config: JobConfig, messages, partition: int | None = None) -> None:
-    producer = make_producer(config.kafka.bootstrap_servers, compression_type=None)
+    producer = make_producer(config.kafka, compression_type=None)
     try:
         for key, value in messages:
             producer.send(config.kafka.events_topic, key=key, value=value, partition=partition)

@@ -200,7 +200,7 @@ def test_replace_mid_stream_carries_the_state_over(isolated, smd_slices, idle_cl
         produce(config, messages[:half])
         # Everything of the first half read and committed: a new job without the state would
         # read on from there, and the windows open at the switch would miss their start.
-        wait_for(lambda: group_lag(config.kafka.bootstrap_servers, config.kafka.events_topic,
+        wait_for(lambda: group_lag(config.kafka, config.kafka.events_topic,
                                    config.kafka.consumer_group) == 0, 300,
                  "the first half read and committed")
         # Submitted the way a cluster's own Flink submits (flink.home, docker/'s submit

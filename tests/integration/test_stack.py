@@ -42,23 +42,24 @@ def test_a_group_started_at_the_end_reads_only_what_comes_after(stack_config):
     from kafka import KafkaConsumer, KafkaProducer
 
     from streamad.alerts import group_lag, start_group_at_end
-    bootstrap = stack_config.kafka.bootstrap_servers
+    connection = stack_config.kafka
+    bootstrap = connection.bootstrap_servers
     run = uuid.uuid4().hex[:8]
     topic, group = f"t-{run}-start-at-end", f"t-{run}"
-    kafka.ensure_topics(bootstrap, [topic], 2)
+    kafka.ensure_topics(connection, [topic], 2)
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
         for i in range(10):
             producer.send(topic, f"old-{i}".encode(), partition=i % 2)
         producer.flush()
-        assert start_group_at_end(bootstrap, topic, group) == 10
-        assert group_lag(bootstrap, topic, group) == 0
+        assert start_group_at_end(connection, topic, group) == 10
+        assert group_lag(connection, topic, group) == 0
         for i in range(3):
             producer.send(topic, f"new-{i}".encode(), partition=i % 2)
         producer.flush()
     finally:
         producer.close()
-    assert group_lag(bootstrap, topic, group) == 3
+    assert group_lag(connection, topic, group) == 3
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              consumer_timeout_ms=10_000)
@@ -67,4 +68,4 @@ def test_a_group_started_at_the_end_reads_only_what_comes_after(stack_config):
     finally:
         consumer.close()
     assert read == ["new-0", "new-1", "new-2"]
-    assert start_group_at_end(bootstrap, topic, group) == 3
+    assert start_group_at_end(connection, topic, group) == 3
