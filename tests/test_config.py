@@ -136,3 +136,50 @@ def test_detector_settings_default_to_the_configurations_defaults():
     from models.detector import DetectorSettings
     from streamad.config import ModelConfig
     assert ModelConfig().detector_settings() == DetectorSettings()
+
+
+def kafka_login(**kafka) -> dict:
+    return minimal(kafka={"security_protocol": "SASL_PLAINTEXT", "sasl_username": "svc",
+                          **kafka})
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (minimal(kafka={"security_protocol": "SASL"}), "kafka.security_protocol must be one of"),
+    (minimal(kafka={"security_protocol": "SASL_SSL"}), "needs kafka.sasl_username"),
+    (kafka_login(sasl_username='a "b"'), "without spaces, quotes or backslashes"),
+    (kafka_login(sasl_mechanism="GSSAPI"), "kafka.sasl_mechanism must be one of"),
+])
+def test_kafka_logins_are_checked(data, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        config_from_dict(data)
+
+
+def test_kafka_clients_take_the_password_from_its_file_else_the_environment(
+        tmp_path, monkeypatch):
+    plain = config_from_dict(minimal()).kafka
+    assert plain.client_settings() == {"bootstrap_servers": plain.bootstrap_servers}
+
+    monkeypatch.delenv("STREAMAD_KAFKA_PASSWORD", raising=False)
+    from_env = config_from_dict(kafka_login()).kafka
+    with pytest.raises(ConfigError, match="set kafka.sasl_password_file to a file that holds "
+                                          "it, or STREAMAD_KAFKA_PASSWORD"):
+        from_env.client_settings()
+    monkeypatch.setenv("STREAMAD_KAFKA_PASSWORD", "from-env")
+    assert from_env.client_settings()["sasl_plain_password"] == "from-env"
+
+    password_file = tmp_path / "password"
+    password_file.write_text("from-file")  # the file wins: the job's clients read it too
+    from_file = config_from_dict(kafka_login(sasl_password_file=str(password_file),
+                                             security_protocol="SASL_SSL",
+                                             ssl_ca_file=str(tmp_path / "ca.pem"))).kafka
+    assert from_file.client_settings() == {
+        "bootstrap_servers": from_file.bootstrap_servers, "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "PLAIN", "sasl_plain_username": "svc",
+        "sasl_plain_password": "from-file", "ssl_cafile": str(tmp_path / "ca.pem")}
+
+    password_file.write_text("from-file\n")
+    with pytest.raises(ConfigError, match="no line break or space around it"):
+        from_file.client_settings()
+    password_file.unlink()
+    with pytest.raises(ConfigError, match="but there is no such file"):
+        from_file.client_settings()

@@ -111,3 +111,67 @@ def test_recent_levels_in_sql_agree_with_the_offline_ones(table_env):
     a = windows[windows.event_key == "a"].sort_values("window_start_ms")
     means = (a.x__sum / a.event_count).to_numpy()
     assert got[("a", 4 * 300_000)] == pytest.approx(means[1:4].mean())
+
+
+def with_kafka(**kafka):
+    return config_from_dict({"schema": {"key_field": "k", "time_field": "ts",
+                                        "metric_fields": ["x"]}, "kafka": kafka})
+
+
+def test_plain_kafka_needs_no_security_settings():
+    settings = sql._kafka_common(with_kafka())
+    assert not [key for key in settings if "security" in key or "sasl" in key]
+
+
+def test_the_sasl_password_is_named_in_the_sql_never_written_there(tmp_path, monkeypatch):
+    password_file = tmp_path / "kafka-password"
+    password_file.write_text("s3cret-from-file")
+    monkeypatch.setenv("STREAMAD_KAFKA_PASSWORD", "s3cret-from-env")
+    from_file = with_kafka(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                           sasl_username="svc", sasl_password_file=str(password_file),
+                           ssl_ca_file=str(tmp_path / "ca.pem"))
+    settings = sql._kafka_common(from_file)
+    assert settings["properties.security.protocol"] == "SASL_SSL"
+    assert settings["properties.sasl.mechanism"] == "SCRAM-SHA-512"
+    assert settings["properties.sasl.jaas.config"] == (
+        f'{sql.SHADED_KAFKA}.common.security.scram.ScramLoginModule required username="svc" '
+        f'password="${{streamad:{tmp_path}:kafka-password}}";')
+    assert settings["properties.config.providers.streamad.class"].endswith(
+        ".DirectoryConfigProvider")
+    assert settings["properties.ssl.truststore.location"] == str(tmp_path / "ca.pem")
+    from_env = sql._kafka_common(with_kafka(security_protocol="SASL_PLAINTEXT",
+                                            sasl_username="svc"))
+    assert 'password="${streamad:STREAMAD_KAFKA_PASSWORD}"' in from_env[
+        "properties.sasl.jaas.config"]
+    assert from_env["properties.config.providers.streamad.class"].endswith(
+        ".EnvVarConfigProvider")
+    assert "ssl.truststore.location" not in str(from_env)
+    # Every Kafka table of the job carries the login, and no SQL holds a password.
+    options = sql.RunOptions()
+    for config in (from_file, with_kafka(security_protocol="SASL_PLAINTEXT",
+                                         sasl_username="svc")):
+        for ddl in (sql.source_ddl(config, options), sql.dead_letter_ddl(config),
+                    sql.alerts_ddl(config)):
+            assert "'properties.sasl.jaas.config'" in ddl
+            assert "s3cret" not in ddl
+
+
+def test_the_classes_the_sasl_settings_name_are_in_the_connector_jar():
+    """flink-sql-connector-kafka relocates the Kafka client: a class named outside
+    SHADED_KAFKA would not load, and the job would fail only once it runs."""
+    import zipfile
+
+    from streamad.stack import flink
+    with zipfile.ZipFile(flink.connector_jar()) as jar:
+        classes = set(jar.namelist())
+    named = set()
+    for mechanism in ("PLAIN", "SCRAM-SHA-256"):
+        for password_file in (None, "/run/secrets/kafka"):
+            settings = sql._kafka_common(with_kafka(
+                security_protocol="SASL_PLAINTEXT", sasl_mechanism=mechanism,
+                sasl_username="svc", sasl_password_file=password_file))
+            named.add(settings["properties.sasl.jaas.config"].split(" ", 1)[0])
+            named.add(settings["properties.config.providers.streamad.class"])
+    assert len(named) == 4
+    for name in named:
+        assert name.replace(".", "/") + ".class" in classes, name

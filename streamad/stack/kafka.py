@@ -19,11 +19,13 @@ NAME = "kafka"
 # Flink's KafkaSink may keep a transaction open for up to its transaction.timeout.ms; the
 # broker refuses any longer than this, so it is set well above the job's default.
 TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
-# Beside the plain listener, one that takes a SASL PLAIN login as this user,
-# at the plain port + SASL_PORT_OFFSET (the controller's is + 1): to try the job's Kafka
-# credentials (kafka.security_protocol SASL_PLAINTEXT) against a real broker.
+# Beside the plain listener, two that take a SASL PLAIN login as this user: at the plain
+# port + SASL_PORT_OFFSET (the controller's is + 1), and over TLS at + SASL_SSL_PORT_OFFSET,
+# its certificate signed by a CA of the stack's own (tls_ca_file): to try the job's Kafka
+# credentials (kafka.security_protocol SASL_PLAINTEXT or SASL_SSL) against a real broker.
 SASL_USER = "streamad"
 SASL_PORT_OFFSET = 2
+SASL_SSL_PORT_OFFSET = 3
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -99,18 +101,63 @@ def _sasl_password() -> str:
     return path.read_text()
 
 
+def tls_ca_file() -> Path:
+    """The certificate of the CA that signed the TLS listener's: what kafka.ssl_ca_file
+    names to connect there."""
+    return process.state_dir() / "kafka" / "tls" / "ca.pem"
+
+
+def _tls_keystore(host: str) -> Path:
+    """The TLS listener's private key and certificate (PEM), for `host`, 127.0.0.1 and
+    localhost, signed by a CA made for it; both made with openssl on the first start."""
+    folder = tls_ca_file().parent
+    keystore = folder / "broker-keystore.pem"
+    if keystore.is_file():
+        return keystore
+    if shutil.which("openssl") is None:
+        raise process.StackError("openssl is needed to make the certificate of Kafka's TLS "
+                                 "listener; install it ('apt-get install openssl').")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {f"IP:{name}" if name.replace(".", "").isdigit() else f"DNS:{name}"
+             for name in (host, "127.0.0.1", "localhost")}
+    (folder / "broker.ext").write_text(f"subjectAltName={','.join(sorted(names))}\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+         "-days", "3650", "-subj", "/CN=streamad local CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
+         "-subj", f"/CN={host}"],
+        ["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "broker.crt", "-days", "3650", "-extfile", "broker.ext"],
+    ]
+    for step in steps:
+        process.run_checked(["openssl", *step], "making the Kafka TLS certificate",
+                            "kafka-tls", cwd=folder)
+    process.write_private(keystore, (folder / "broker.key").read_text()
+                          + (folder / "broker.crt").read_text())
+    for private in ("ca.key", "broker.key"):
+        (folder / private).chmod(0o600)
+    return keystore
+
+
 def _server_properties(host: str, port: int, controller_port: int, sasl_port: int,
-                       data_dir: Path, password: str) -> str:
+                       sasl_ssl_port: int, data_dir: Path, password: str,
+                       keystore: Path) -> str:
+    login = (f"org.apache.kafka.common.security.plain.PlainLoginModule required "
+             f'user_{SASL_USER}="{password}";')
     return f"""process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port},SASL_PLAINTEXT://{host}:{sasl_port}
-advertised.listeners=PLAINTEXT://{host}:{port},SASL_PLAINTEXT://{host}:{sasl_port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port},SASL_PLAINTEXT://{host}:{sasl_port},SASL_SSL://{host}:{sasl_ssl_port}
+advertised.listeners=PLAINTEXT://{host}:{port},SASL_PLAINTEXT://{host}:{sasl_port},SASL_SSL://{host}:{sasl_ssl_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
-listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USER}="{password}";
+listener.name.sasl_plaintext.plain.sasl.jaas.config={login}
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_ssl.plain.sasl.jaas.config={login}
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location={keystore}
 log.dirs={data_dir}
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -137,17 +184,19 @@ def start(host: str, port: int) -> bool:
     if process.running_pid(NAME) is not None:
         return False
     process.require_free_port(host, port, "STREAMAD__KAFKA__BOOTSTRAP_SERVERS")
-    controller_port, sasl_port = port + 1, port + SASL_PORT_OFFSET
-    for extra in (controller_port, sasl_port):
+    controller_port = port + 1
+    sasl_port, sasl_ssl_port = port + SASL_PORT_OFFSET, port + SASL_SSL_PORT_OFFSET
+    for extra in (controller_port, sasl_port, sasl_ssl_port):
         process.require_free_port(host, extra, "STREAMAD__KAFKA__BOOTSTRAP_SERVERS (the "
-                                  "controller and SASL listeners take the next two ports)")
+                                  "controller and SASL listeners take the next three ports)")
     libs = install()
     config_dir = process.state_dir() / "kafka"
     data_dir = config_dir / "data"
     config_dir.mkdir(parents=True, exist_ok=True)
     properties = config_dir / "server.properties"
     process.write_private(properties, _server_properties(  # it holds the SASL password
-        host, port, controller_port, sasl_port, data_dir, _sasl_password()))
+        host, port, controller_port, sasl_port, sasl_ssl_port, data_dir, _sasl_password(),
+        _tls_keystore(host)))
     (config_dir / "log4j2.yaml").write_text(_LOG4J2)
     if not (data_dir / "meta.properties").is_file():
         cluster_id = _random_cluster_id()

@@ -1,5 +1,6 @@
-"""Kafka with a login: the job and streamad's own clients against the stack's SASL listener,
-which takes a SASL PLAIN login and nothing else, with the password read from a file."""
+"""Kafka with a login: the job and streamad's own clients against the stack's SASL listeners,
+which take a SASL PLAIN login and nothing else (one over TLS, with a certificate of the
+stack's own CA), with the password read from a file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 
 import pytest
 
-from streamad import jobs_client
+from streamad import cli, jobs_client
 from streamad.alerts import end_offsets
 from streamad.replay import encoded, ordered_events
 from streamad.stack import flink, kafka, process
@@ -19,35 +20,55 @@ from .helpers import (BAD_EVENTS, assert_alerts_match, expected_alerts, expected
                       wait_for_count)
 
 
-@pytest.fixture
-def sasl(isolated, tmp_path):
-    """`isolated`'s configuration, connecting to the stack's SASL listener as its user."""
-    if os.environ.get("STREAMAD_TEST_EXTERNAL") == "1":
-        pytest.skip("the SASL listener and its password are the local stack's; against "
-                    "external servers, run the other tests")
-    config, _ = isolated
+def _listener(config, offset: int, tmp_path, name: str, **kafka_settings):
+    """`config` connecting to the stack's listener at its Kafka port + `offset`."""
     host, port = config.kafka.bootstrap_servers.rsplit(":", 1)
-    return write_config(config, tmp_path / "sasl.yaml", kafka={
-        "bootstrap_servers": f"{host}:{int(port) + kafka.SASL_PORT_OFFSET}",
-        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-        "sasl_username": kafka.SASL_USER,
-        "sasl_password_file": str(kafka.sasl_password_file())})
+    return write_config(config, tmp_path / f"{name}.yaml", kafka={
+        "bootstrap_servers": f"{host}:{int(port) + offset}", **kafka_settings})
 
 
-def test_the_job_logs_in_to_kafka_and_the_password_stays_out_of_flink(
-        sasl, smd_slices, idle_cluster, tmp_path):
-    config, config_path = sasl
+@pytest.fixture
+def sasl_ssl(isolated, tmp_path):
+    """`isolated`'s configuration, and that configuration connecting over TLS to the stack's
+    SASL_SSL listener as its user, trusting the stack's CA (and the file it is in)."""
+    if os.environ.get("STREAMAD_TEST_EXTERNAL") == "1":
+        pytest.skip("the SASL listeners, their password and CA are the local stack's; against "
+                    "external servers, run the other tests")
+    plain, _ = isolated
+    return plain, *_listener(plain, kafka.SASL_SSL_PORT_OFFSET, tmp_path, "sasl-ssl",
+                     security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+                     sasl_username=kafka.SASL_USER,
+                     sasl_password_file=str(kafka.sasl_password_file()),
+                     ssl_ca_file=str(kafka.tls_ca_file()))
+
+
+def test_the_job_logs_in_to_kafka_over_tls_and_the_password_stays_out_of_flink(
+        sasl_ssl, smd_slices, idle_cluster, tmp_path, capsys):
+    plain, config, config_path = sasl_ssl
     password = kafka.sasl_password_file().read_text()
-    # The listener takes only a login: without one, or with a wrong password, nothing.
-    without_login, _ = write_config(config, tmp_path / "plain.yaml",
-                                    kafka={"security_protocol": "PLAINTEXT"})
+    topic = config.kafka.events_topic
+    # The listeners take only a login, and over TLS only from a client that trusts the CA.
     wrong_password = tmp_path / "wrong-password"
     wrong_password.write_text("not-" + password)
-    wrong, _ = write_config(config, tmp_path / "wrong.yaml",
-                            kafka={"sasl_password_file": str(wrong_password)})
-    for refused in (without_login, wrong):
+    wrong, wrong_path = write_config(config, tmp_path / "wrong.yaml",
+                                     kafka={"sasl_password_file": str(wrong_password)})
+    untrusting, _ = write_config(config, tmp_path / "untrusting.yaml",
+                                 kafka={"ssl_ca_file": None})
+    sasl_plaintext, _ = _listener(plain, kafka.SASL_PORT_OFFSET, tmp_path, "sasl",
+                                  security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                                  sasl_username=kafka.SASL_USER,
+                                  sasl_password_file=str(kafka.sasl_password_file()))
+    without_login, _ = write_config(sasl_plaintext, tmp_path / "plain.yaml",
+                                    kafka={"security_protocol": "PLAINTEXT"})
+    for refused in (wrong, untrusting, without_login):
         with pytest.raises(Exception, match="Unable to bootstrap"):
-            end_offsets(refused.kafka, config.kafka.events_topic)
+            end_offsets(refused.kafka, topic)
+    assert sum(end_offsets(sasl_plaintext.kafka, topic).values()) == 0
+    capsys.readouterr()
+    assert cli.main(["--config", str(wrong_path), "alerts"]) == 1
+    error = capsys.readouterr().err
+    assert "a wrong user or password gives this too" in error and "Traceback" not in error
+    assert "not-" + password not in error
 
     events = ordered_events(smd_slices["test"], config)
     messages = [(key, value) for key, value, _ in encoded(events, config)]
