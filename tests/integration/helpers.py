@@ -105,6 +105,16 @@ def produce(config: JobConfig, messages, partition: int | None = None) -> None:
         producer.close(timeout=10)
 
 
+def feed_and_wait_for_scores(config: JobConfig, messages, expected: pd.DataFrame) -> None:
+    """Send `messages` and then the malformed BAD_EVENTS to a running job, flush every
+    partition's last windows, and wait until InfluxDB holds a point for each expected
+    window."""
+    produce(config, list(messages) + [(b"machine-1-6", bad) for bad in BAD_EVENTS])
+    flush_all_partitions(config)
+    wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
+                   timeout_s=600, what="window scores in InfluxDB")
+
+
 def wait_for(check, timeout_s: float, what: str, interval_s: float = 2.0):
     deadline = time.monotonic() + timeout_s
     last = None

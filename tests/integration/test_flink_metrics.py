@@ -8,8 +8,8 @@ from streamad import jobs_client
 from streamad.replay import encoded, ordered_events
 from streamad.stack import flink
 
-from .helpers import (BAD_EVENTS, expected_alerts, expected_windows, flush_all_partitions,
-                      influx_count, produce, wait_for, wait_for_count)
+from .helpers import (BAD_EVENTS, expected_alerts, expected_windows, feed_and_wait_for_scores,
+                      wait_for)
 
 
 def test_streamad_counters_count_events_windows_points_and_alerts(
@@ -38,10 +38,7 @@ def test_streamad_counters_count_events_windows_points_and_alerts(
 
     job_id = jobs_client.submit(config, config_path)
     try:
-        produce(config, messages + [(b"machine-1-6", bad) for bad in BAD_EVENTS])
-        flush_all_partitions(config)
-        wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
-                       timeout_s=600, what="window scores in InfluxDB")
+        feed_and_wait_for_scores(config, messages, expected)
         # Python operators report at the end of each bundle, and the JobManager fetches
         # metrics every few seconds: wait until the counters have caught up.
         latest: dict[str, int] = {}

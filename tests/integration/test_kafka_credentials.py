@@ -16,8 +16,7 @@ from streamad.stack import flink, kafka, process
 
 from .conftest import write_config
 from .helpers import (BAD_EVENTS, assert_alerts_match, expected_alerts, expected_windows,
-                      flush_all_partitions, influx_count, produce, read_json_topic, wait_for,
-                      wait_for_count)
+                      feed_and_wait_for_scores, read_json_topic, wait_for)
 
 
 def _listener(config, offset: int, tmp_path, name: str, **kafka_settings):
@@ -79,10 +78,7 @@ def test_the_job_logs_in_to_kafka_over_tls_and_the_password_stays_out_of_flink(
     job_id = jobs_client.submit(config, config_path)
     try:
         # The source reads, and both transactional sinks write, through the login.
-        produce(config, messages + [(b"machine-1-6", bad) for bad in BAD_EVENTS])
-        flush_all_partitions(config)
-        wait_for_count(lambda: influx_count(config), len(expected), stalled_s=180,
-                       timeout_s=600, what="window scores in InfluxDB")
+        feed_and_wait_for_scores(config, messages, expected)
         wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
                  >= len(want), 120, f"{len(want)} committed alerts")
         assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
