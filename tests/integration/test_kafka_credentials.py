@@ -28,17 +28,24 @@ def _listener(config, offset: int, tmp_path, name: str, **kafka_settings):
 
 @pytest.fixture
 def sasl_ssl(isolated, tmp_path):
-    """`isolated`'s configuration, and that configuration connecting over TLS to the stack's
-    SASL_SSL listener as its user, trusting the stack's CA (and the file it is in)."""
+    """`isolated`'s configuration; the same connecting over TLS to the stack's SASL_SSL
+    listener as its user, trusting the stack's CA; and that one's file."""
     if os.environ.get("STREAMAD_TEST_EXTERNAL") == "1":
         pytest.skip("the SASL listeners, their password and CA are the local stack's; against "
                     "external servers, run the other tests")
     plain, _ = isolated
-    return plain, *_listener(plain, kafka.SASL_SSL_PORT_OFFSET, tmp_path, "sasl-ssl",
-                     security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
-                     sasl_username=kafka.SASL_USER,
-                     sasl_password_file=str(kafka.sasl_password_file()),
-                     ssl_ca_file=str(kafka.tls_ca_file()))
+    host, port = plain.kafka.bootstrap_servers.rsplit(":", 1)
+    for offset in (kafka.SASL_PORT_OFFSET, kafka.SASL_SSL_PORT_OFFSET):
+        if not process.port_open(host, int(port) + offset):
+            pytest.fail(f"the Kafka at {plain.kafka.bootstrap_servers} has no listener at "
+                        f"port {int(port) + offset}: it was started before the stack had its "
+                        f"login listeners. Run 'bin/streamad stack down', then the tests again.")
+    login, login_path = _listener(plain, kafka.SASL_SSL_PORT_OFFSET, tmp_path, "sasl-ssl",
+                                  security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+                                  sasl_username=kafka.SASL_USER,
+                                  sasl_password_file=str(kafka.sasl_password_file()),
+                                  ssl_ca_file=str(kafka.tls_ca_file()))
+    return plain, login, login_path
 
 
 def test_the_job_logs_in_to_kafka_over_tls_and_the_password_stays_out_of_flink(
