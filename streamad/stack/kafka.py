@@ -9,7 +9,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from streamad.config import KafkaConfig
+from streamad.config import SASL_MECHANISMS, KafkaConfig
 
 from . import process
 from .versions import KAFKA_VERSION, LOG4J_VERSION
@@ -19,7 +19,8 @@ NAME = "kafka"
 # Flink's KafkaSink may keep a transaction open for up to its transaction.timeout.ms; the
 # broker refuses any longer than this, so it is set well above the job's default.
 TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
-# Beside the plain listener, two that take a SASL PLAIN login as this user: at the plain
+# Beside the plain listener, two that take a SASL login (PLAIN, SCRAM-SHA-256 or
+# SCRAM-SHA-512) as this user: at the plain
 # port + SASL_PORT_OFFSET (the controller's is + 1), and over TLS at + SASL_SSL_PORT_OFFSET,
 # its certificate signed by a CA of the stack's own (tls_ca_file): to try the job's Kafka
 # credentials (kafka.security_protocol SASL_PLAINTEXT or SASL_SSL) against a real broker.
@@ -142,8 +143,16 @@ def _tls_keystore(host: str) -> Path:
 def _server_properties(host: str, port: int, controller_port: int, sasl_port: int,
                        sasl_ssl_port: int, data_dir: Path, password: str,
                        keystore: Path) -> str:
-    login = (f"org.apache.kafka.common.security.plain.PlainLoginModule required "
-             f'user_{SASL_USER}="{password}";')
+    plain_login = (f"org.apache.kafka.common.security.plain.PlainLoginModule required "
+                   f'user_{SASL_USER}="{password}";')
+    # SCRAM users live in the cluster's metadata (_ensure_scram_user), not in this file.
+    scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    logins = "\n".join(
+        f"listener.name.{listener}.sasl.enabled.mechanisms={','.join(SASL_MECHANISMS)}\n"
+        f"listener.name.{listener}.plain.sasl.jaas.config={plain_login}\n"
+        f"listener.name.{listener}.scram-sha-256.sasl.jaas.config={scram_login}\n"
+        f"listener.name.{listener}.scram-sha-512.sasl.jaas.config={scram_login}"
+        for listener in ("sasl_plaintext", "sasl_ssl"))
     return f"""process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={host}:{controller_port}
@@ -152,10 +161,7 @@ advertised.listeners=PLAINTEXT://{host}:{port},SASL_PLAINTEXT://{host}:{sasl_por
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
-listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
-listener.name.sasl_plaintext.plain.sasl.jaas.config={login}
-listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN
-listener.name.sasl_ssl.plain.sasl.jaas.config={login}
+{logins}
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location={keystore}
 log.dirs={data_dir}
@@ -207,7 +213,26 @@ def start(host: str, port: int) -> bool:
     process.start_process(NAME, _java_argv(libs, "kafka.Kafka", str(properties)))
     process.wait_until(lambda: process.port_open(host, port), 90,
                        f"listening on {host}:{port}", NAME)
+    _ensure_scram_user(f"{host}:{port}", _sasl_password())
     return True
+
+
+def _ensure_scram_user(plain_address: str, password: str) -> None:
+    """Give SASL_USER its SCRAM credentials (both mechanisms, the PLAIN password), through
+    the plain listener; setting them again is harmless."""
+    from kafka.admin import KafkaAdminClient, ScramMechanism, UserScramCredentialUpsertion
+    admin = KafkaAdminClient(bootstrap_servers=plain_address, client_id="streamad-stack",
+                             request_timeout_ms=30_000)
+    try:
+        for mechanism in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512):
+            # One request per mechanism: Kafka alters a user's credentials once a request.
+            error = admin.alter_user_scram_credentials(
+                [UserScramCredentialUpsertion(SASL_USER, mechanism, password)]).get(SASL_USER)
+            if error:
+                raise process.StackError(f"Kafka refused the {mechanism.name} credentials of "
+                                         f"{SASL_USER}: {error}")
+    finally:
+        admin.close()
 
 
 def _random_cluster_id() -> str:

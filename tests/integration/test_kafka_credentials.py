@@ -1,6 +1,6 @@
 """Kafka with a login: the job and streamad's own clients against the stack's SASL listeners,
-which take a SASL PLAIN login and nothing else (one over TLS, with a certificate of the
-stack's own CA), with the password read from a file."""
+which take a SASL login (PLAIN or SCRAM) and nothing else (one over TLS, with a certificate of
+the stack's own CA), with the password read from a file."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _listener(config, offset: int, tmp_path, name: str, **kafka_settings):
 @pytest.fixture
 def sasl_ssl(isolated, tmp_path):
     """`isolated`'s configuration; the same connecting over TLS to the stack's SASL_SSL
-    listener as its user, trusting the stack's CA; and that one's file."""
+    listener as its user (SCRAM-SHA-512), trusting the stack's CA; and that one's file."""
     if os.environ.get("STREAMAD_TEST_EXTERNAL") == "1":
         pytest.skip("the SASL listeners, their password and CA are the local stack's; against "
                     "external servers, run the other tests")
@@ -41,7 +41,8 @@ def sasl_ssl(isolated, tmp_path):
                         f"port {int(port) + offset}: it was started before the stack had its "
                         f"login listeners. Run 'bin/streamad stack down', then the tests again.")
     login, login_path = _listener(plain, kafka.SASL_SSL_PORT_OFFSET, tmp_path, "sasl-ssl",
-                                  security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+                                  security_protocol="SASL_SSL",
+                                  sasl_mechanism="SCRAM-SHA-512",
                                   sasl_username=kafka.SASL_USER,
                                   sasl_password_file=str(kafka.sasl_password_file()),
                                   ssl_ca_file=str(kafka.tls_ca_file()))
@@ -69,7 +70,11 @@ def test_the_job_logs_in_to_kafka_over_tls_and_the_password_stays_out_of_flink(
     for refused in (wrong, untrusting, without_login):
         with pytest.raises(Exception, match="Unable to bootstrap"):
             end_offsets(refused.kafka, topic)
-    assert sum(end_offsets(sasl_plaintext.kafka, topic).values()) == 0
+    # The other mechanisms log in too.
+    scram_256, _ = write_config(sasl_plaintext, tmp_path / "scram-256.yaml",
+                                kafka={"sasl_mechanism": "SCRAM-SHA-256"})
+    for other in (sasl_plaintext, scram_256):
+        assert sum(end_offsets(other.kafka, topic).values()) == 0
     capsys.readouterr()
     assert cli.main(["--config", str(wrong_path), "alerts"]) == 1
     error = capsys.readouterr().err
