@@ -10,19 +10,19 @@ from typing import Iterator, NamedTuple
 from streamad.config import KafkaConfig
 
 
-def _consumer(kafka: KafkaConfig, from_beginning: bool = True):
+def _consumer(connection: KafkaConfig, from_beginning: bool = True):
     from kafka import KafkaConsumer
-    return KafkaConsumer(**kafka.client_settings(), group_id=None,
+    return KafkaConsumer(**connection.client_settings(), group_id=None,
                          isolation_level="read_committed", enable_auto_commit=False,
                          auto_offset_reset="earliest" if from_beginning else "latest",
                          consumer_timeout_ms=1000, client_id="streamad-alerts")
 
 
-def end_offsets(kafka: KafkaConfig, topic: str) -> dict[int, int]:
+def end_offsets(connection: KafkaConfig, topic: str) -> dict[int, int]:
     """The committed end of each partition of `topic` now: where a reader of what comes
     next starts."""
     from kafka import TopicPartition
-    consumer = _consumer(kafka)
+    consumer = _consumer(connection)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
@@ -30,10 +30,10 @@ def end_offsets(kafka: KafkaConfig, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def _group_consumer(kafka: KafkaConfig, group_id: str, client_id: str):
+def _group_consumer(connection: KafkaConfig, group_id: str, client_id: str):
     """A consumer that reads and commits `group_id`'s offsets, without joining the group."""
     from kafka import KafkaConsumer
-    return KafkaConsumer(**kafka.client_settings(), group_id=group_id,
+    return KafkaConsumer(**connection.client_settings(), group_id=group_id,
                          enable_auto_commit=False, client_id=client_id)
 
 
@@ -53,13 +53,13 @@ def _group_position(consumer, topic: str) -> _GroupPosition:
                               for tp in partitions))
 
 
-def start_group_at_end(kafka: KafkaConfig, topic: str, group_id: str) -> int:
+def start_group_at_end(connection: KafkaConfig, topic: str, group_id: str) -> int:
     """Commit `topic`'s end offsets now as consumer group `group_id`'s, so that a job of the
     group started next reads only what is written after; returns how many messages the group
     had not read. Only while no job of the group runs: its next checkpoint would commit its
     own offsets over these."""
     from kafka.structs import OffsetAndMetadata
-    consumer = _group_consumer(kafka, group_id, "streamad-start-at-end")
+    consumer = _group_consumer(connection, group_id, "streamad-start-at-end")
     try:
         partitions, ends, unread = _group_position(consumer, topic)
         consumer.assign(partitions)
@@ -69,21 +69,21 @@ def start_group_at_end(kafka: KafkaConfig, topic: str, group_id: str) -> int:
         consumer.close()
 
 
-def group_lag(kafka: KafkaConfig, topic: str, group_id: str) -> int:
+def group_lag(connection: KafkaConfig, topic: str, group_id: str) -> int:
     """Messages of `topic` not yet committed by consumer group `group_id`.
 
     Flink's Kafka source commits its offsets when a checkpoint completes, the same moment its
     transactional sinks commit: at lag 0, the output for everything read is visible. Asking
     does not join the group.
     """
-    consumer = _group_consumer(kafka, group_id, "streamad-lag")
+    consumer = _group_consumer(connection, group_id, "streamad-lag")
     try:
         return _group_position(consumer, topic).unread
     finally:
         consumer.close()
 
 
-def read_topic(kafka: KafkaConfig, topic: str, from_beginning: bool = True,
+def read_topic(connection: KafkaConfig, topic: str, from_beginning: bool = True,
                idle_timeout_s: float | None = 10, keep_going=None,
                start_offsets: dict[int, int] | None = None) -> Iterator[tuple[bytes, bytes]]:
     """Yield (key, value) from `topic` with isolation.level=read_committed.
@@ -93,7 +93,7 @@ def read_topic(kafka: KafkaConfig, topic: str, from_beginning: bool = True,
     """
     from kafka import TopicPartition
 
-    consumer = _consumer(kafka, from_beginning)
+    consumer = _consumer(connection, from_beginning)
     if start_offsets is None:
         consumer.subscribe([topic])
     else:

@@ -21,9 +21,9 @@ from streamad.events import encode_event
 log = logging.getLogger(__name__)
 
 
-def make_producer(kafka: KafkaConfig, **overrides):
+def make_producer(connection: KafkaConfig, **overrides):
     from kafka import KafkaProducer
-    settings = dict(**kafka.client_settings(), acks="all", linger_ms=20,
+    settings = dict(**connection.client_settings(), acks="all", linger_ms=20,
                     batch_size=256 * 1024, compression_type="gzip", retries=10,
                     client_id="streamad-replay")
     settings.update(overrides)

@@ -250,12 +250,12 @@ def stop() -> bool:
     return process.stop_process(NAME, timeout_s=60)
 
 
-def ensure_topics(kafka: KafkaConfig, topics: list[str], partitions: int) -> list[str]:
+def ensure_topics(connection: KafkaConfig, topics: list[str], partitions: int) -> list[str]:
     """Create any of `topics` that do not exist yet; returns the ones created."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(**kafka.client_settings(), client_id="streamad-stack",
+    admin = KafkaAdminClient(**connection.client_settings(), client_id="streamad-stack",
                              request_timeout_ms=30_000)
     try:
         existing = set(admin.list_topics())
