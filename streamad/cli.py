@@ -70,17 +70,17 @@ def cmd_stack(args, config: JobConfig) -> int:
 
 
 def _print_endpoints(config: JobConfig) -> None:
-    from streamad.stack import influxdb, kafka, process
+    from streamad.stack import influxdb, kafka, kafka_address, process
     _say()
     _say(f"Flink web UI     {config.flink.rest_url}")
     _say(f"Kafka            {config.kafka.bootstrap_servers}  (topics {config.kafka.events_topic}, "
          f"{config.kafka.alerts_topic}, {config.kafka.dead_letter_topic})")
     if config.kafka.security_protocol == "PLAINTEXT":  # the stack's own plain port
-        host, port = config.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)
-        _say(f"  with a login   {host}:{int(port) + kafka.SASL_PORT_OFFSET} (SASL_PLAINTEXT), "
-             f"{host}:{int(port) + kafka.SASL_SSL_PORT_OFFSET} (SASL_SSL, CA "
-             f"{kafka.tls_ca_file()}): user {kafka.SASL_USER}, password in "
-             f"{kafka.sasl_password_file()}")
+        logins = kafka.login_listeners(*kafka_address(config))
+        _say("  with a login   " + ", ".join(f"{host}:{port} ({protocol})"
+                                            for protocol, (host, port) in logins.items())
+             + f"; user {kafka.SASL_USER}, password in {kafka.sasl_password_file()}, CA of "
+               f"SASL_SSL in {kafka.tls_ca_file()}")
     _say(f"InfluxDB         {config.influxdb.url}  (database {config.influxdb.database}, "
          f"measurement {config.influxdb.measurement}; credentials in {influxdb.token_path()})")
     _say(f"Logs             {process.logs_dir()}")

@@ -23,7 +23,9 @@ class StackStatus:
         return self.pid is not None
 
 
-def _kafka_address(config: JobConfig) -> tuple[str, int]:
+def kafka_address(config: JobConfig) -> tuple[str, int]:
+    """The (host, port) the local broker's plain listener takes: the first of
+    kafka.bootstrap_servers."""
     host, _, port = config.kafka.bootstrap_servers.split(",")[0].rpartition(":")
     return host, int(port)
 
@@ -34,7 +36,7 @@ def up(config: JobConfig, progress=print) -> list[str]:
     Returns the names of the servers this call started (the ones a caller may stop again).
     """
     started = []
-    host, port = _kafka_address(config)
+    host, port = kafka_address(config)
     progress(f"Kafka      {config.kafka.bootstrap_servers} ...")
     if kafka.start(host, port):
         started.append(kafka.NAME)

@@ -20,13 +20,11 @@ NAME = "kafka"
 # broker refuses any longer than this, so it is set well above the job's default.
 TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
 # Beside the plain listener, two that take a SASL login (PLAIN, SCRAM-SHA-256 or
-# SCRAM-SHA-512) as this user: at the plain
-# port + SASL_PORT_OFFSET (the controller's is + 1), and over TLS at + SASL_SSL_PORT_OFFSET,
-# its certificate signed by a CA of the stack's own (tls_ca_file): to try the job's Kafka
-# credentials (kafka.security_protocol SASL_PLAINTEXT or SASL_SSL) against a real broker.
+# SCRAM-SHA-512) as this user (`login_listeners`): to try the job's Kafka credentials
+# (kafka.security_protocol SASL_PLAINTEXT or SASL_SSL) against a real broker.
 SASL_USER = "streamad"
-SASL_PORT_OFFSET = 2
-SASL_SSL_PORT_OFFSET = 3
+# Each login listener's port, above the plain one's (the controller's is + 1).
+_LOGIN_PORT_OFFSETS = {"SASL_PLAINTEXT": 2, "SASL_SSL": 3}
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -86,6 +84,13 @@ def install() -> Path:
         "downloading Kafka with Maven", "install-kafka")
     staging.rename(libs)
     return libs
+
+
+def login_listeners(host: str, port: int) -> dict[str, tuple[str, int]]:
+    """The (host, port) of each login listener of the broker whose plain listener is at
+    `host`:`port`, by security protocol; the SASL_SSL one's certificate is signed by the CA
+    in `tls_ca_file`."""
+    return {protocol: (host, port + offset) for protocol, offset in _LOGIN_PORT_OFFSETS.items()}
 
 
 def sasl_password_file() -> Path:
@@ -191,8 +196,8 @@ def start(host: str, port: int) -> bool:
         return False
     process.require_free_port(host, port, "STREAMAD__KAFKA__BOOTSTRAP_SERVERS")
     controller_port = port + 1
-    sasl_port, sasl_ssl_port = port + SASL_PORT_OFFSET, port + SASL_SSL_PORT_OFFSET
-    for extra in (controller_port, sasl_port, sasl_ssl_port):
+    logins = login_listeners(host, port)
+    for extra in (controller_port, *(login_port for _, login_port in logins.values())):
         process.require_free_port(host, extra, "STREAMAD__KAFKA__BOOTSTRAP_SERVERS (the "
                                   "controller and SASL listeners take the next three ports)")
     libs = install()
@@ -200,9 +205,10 @@ def start(host: str, port: int) -> bool:
     data_dir = config_dir / "data"
     config_dir.mkdir(parents=True, exist_ok=True)
     properties = config_dir / "server.properties"
+    password = _sasl_password()
     process.write_private(properties, _server_properties(  # it holds the SASL password
-        host, port, controller_port, sasl_port, sasl_ssl_port, data_dir, _sasl_password(),
-        _tls_keystore(host)))
+        host, port, controller_port, logins["SASL_PLAINTEXT"][1], logins["SASL_SSL"][1],
+        data_dir, password, _tls_keystore(host)))
     (config_dir / "log4j2.yaml").write_text(_LOG4J2)
     if not (data_dir / "meta.properties").is_file():
         cluster_id = _random_cluster_id()
@@ -213,7 +219,7 @@ def start(host: str, port: int) -> bool:
     process.start_process(NAME, _java_argv(libs, "kafka.Kafka", str(properties)))
     process.wait_until(lambda: process.port_open(host, port), 90,
                        f"listening on {host}:{port}", NAME)
-    _ensure_scram_user(f"{host}:{port}", _sasl_password())
+    _ensure_scram_user(f"{host}:{port}", password)
     return True
 
 

@@ -11,18 +11,21 @@ import pytest
 
 from streamad import cli, jobs_client
 from streamad.replay import encoded, ordered_events
-from streamad.stack import flink, kafka, process
+from streamad.stack import flink, kafka, kafka_address, process
 
 from .conftest import write_config
 from .helpers import (BAD_EVENTS, assert_alerts_match, expected_alerts, expected_windows,
                       feed_and_wait_for_scores, read_json_topic, wait_for)
 
 
-def _listener(config, offset: int, tmp_path, name: str, **kafka_settings):
-    """`config` connecting to the stack's listener at its Kafka port + `offset`."""
-    host, port = config.kafka.bootstrap_servers.rsplit(":", 1)
-    return write_config(config, tmp_path / f"{name}.yaml", kafka={
-        "bootstrap_servers": f"{host}:{int(port) + offset}", **kafka_settings})
+def _listener(plain, protocol: str, tmp_path, **kafka_settings):
+    """`plain` (the local stack's plain listener) connecting with `protocol` to the stack's
+    login listener of that protocol as its user, and the path of that configuration."""
+    host, port = kafka.login_listeners(*kafka_address(plain))[protocol]
+    return write_config(plain, tmp_path / f"{protocol}.yaml", kafka={
+        "bootstrap_servers": f"{host}:{port}", "security_protocol": protocol,
+        "sasl_username": kafka.SASL_USER, "sasl_password_file": str(kafka.sasl_password_file()),
+        **kafka_settings})
 
 
 def _connects(config, topic: str) -> bool:
@@ -51,17 +54,12 @@ def sasl_ssl(isolated, tmp_path):
         pytest.skip("the SASL listeners, their password and CA are the local stack's; against "
                     "external servers, run the other tests")
     plain, _ = isolated
-    host, port = plain.kafka.bootstrap_servers.rsplit(":", 1)
-    for offset in (kafka.SASL_PORT_OFFSET, kafka.SASL_SSL_PORT_OFFSET):
-        if not process.port_open(host, int(port) + offset):
+    for host, port in kafka.login_listeners(*kafka_address(plain)).values():
+        if not process.port_open(host, port):
             pytest.fail(f"the Kafka at {plain.kafka.bootstrap_servers} has no listener at "
-                        f"port {int(port) + offset}: it was started before the stack had its "
-                        f"login listeners. Run 'bin/streamad stack down', then the tests again.")
-    login, login_path = _listener(plain, kafka.SASL_SSL_PORT_OFFSET, tmp_path, "sasl-ssl",
-                                  security_protocol="SASL_SSL",
-                                  sasl_mechanism="SCRAM-SHA-512",
-                                  sasl_username=kafka.SASL_USER,
-                                  sasl_password_file=str(kafka.sasl_password_file()),
+                        f"port {port}: it was started before the stack had its login "
+                        f"listeners. Run 'bin/streamad stack down', then the tests again.")
+    login, login_path = _listener(plain, "SASL_SSL", tmp_path, sasl_mechanism="SCRAM-SHA-512",
                                   ssl_ca_file=str(kafka.tls_ca_file()))
     return plain, login, login_path
 
@@ -78,10 +76,7 @@ def test_the_job_logs_in_to_kafka_over_tls_and_the_password_stays_out_of_flink(
                                      kafka={"sasl_password_file": str(wrong_password)})
     untrusting, _ = write_config(config, tmp_path / "untrusting.yaml",
                                  kafka={"ssl_ca_file": None})
-    sasl_plaintext, _ = _listener(plain, kafka.SASL_PORT_OFFSET, tmp_path, "sasl",
-                                  security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
-                                  sasl_username=kafka.SASL_USER,
-                                  sasl_password_file=str(kafka.sasl_password_file()))
+    sasl_plaintext, _ = _listener(plain, "SASL_PLAINTEXT", tmp_path, sasl_mechanism="PLAIN")
     without_login, _ = write_config(sasl_plaintext, tmp_path / "plain.yaml",
                                     kafka={"security_protocol": "PLAINTEXT"})
     for refused in (wrong, untrusting, without_login):
