@@ -40,7 +40,9 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import Ridge
 from sklearn.mixture import GaussianMixture
+from sklearn.neural_network import MLPRegressor
 
 from models.detector import DetectorSettings
 from models.evaluation import best_f1_threshold, precision_recall_f1
@@ -58,6 +60,12 @@ METRIC_SOFT_CAP = 25.0
 # training score is put.
 GMM_COMPONENTS = 4
 GMM_FLOOR = 1e-3
+# The autoencoder: a small neural network trained to give back its input through a narrow
+# middle layer, the non-linear kin of the PCA's reconstruction.
+AUTOENCODER_LAYERS = (64, 16, 64)
+# The forecast: each window's scaled features predicted from its key's previous window's by
+# a ridge regression of this strength.
+FORECAST_RIDGE_ALPHA = 1.0
 # The share of the highest-scoring training windows left out of the trimmed PCA's refit.
 TRIMMED_SHARE = 0.01
 # The time-of-day profile: each key's median training feature per bin of this many seconds.
@@ -210,14 +218,44 @@ class Variants:
         lowest = (-mixture.score_samples(pca.transform(self.train_scaled))).min()
         return self._of(lambda Z: -mixture.score_samples(pca.transform(Z)) - lowest + GMM_FLOOR)
 
-    def error_and_mixture(self) -> Scores:
-        error, mixture = over_key_medians(self.configured), over_key_medians(
-            self.gaussian_mixture())
-        return Scores(self.run, error.train + mixture.train, error.test + mixture.test)
+    def autoencoder(self) -> Scores:
+        """The squared reconstruction error of an autoencoder (an MLP trained to give back
+        the scaled features through a narrow middle layer): the PCA's reconstruction, but
+        able to bend along a non-linear normal."""
+        network = MLPRegressor(hidden_layer_sizes=AUTOENCODER_LAYERS, early_stopping=True,
+                               random_state=self.settings.random_state
+                               ).fit(self.train_scaled, self.train_scaled)
+        return self._of(lambda Z: ((Z - network.predict(Z)) ** 2).sum(axis=1))
 
-    def error_and_hotelling(self) -> Scores:
-        error, inside = over_key_medians(self.configured), over_key_medians(self.hotelling())
-        return Scores(self.run, error.train + inside.train, error.test + inside.test)
+    def forecast_residual(self) -> Scores:
+        """The squared error of forecasting each window's scaled features from its key's
+        previous window (a ridge regression fitted on the training windows): what a
+        window does that its key's last one did not announce, where the reconstruction
+        error sees each window alone."""
+        previous_train = self._previous_of_key(self.run.is_train, self.train_scaled)
+        previous_test = self._previous_of_key(~self.run.is_train, self.test_scaled)
+        ridge = Ridge(alpha=FORECAST_RIDGE_ALPHA).fit(previous_train, self.train_scaled)
+        return Scores(self.run,
+                      ((self.train_scaled - ridge.predict(previous_train)) ** 2).sum(axis=1),
+                      ((self.test_scaled - ridge.predict(previous_test)) ** 2).sum(axis=1))
+
+    def _previous_of_key(self, part: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+        """Each window's key's previous window's row of `scaled` (the rows of the windows
+        in `part`); a key's first window is its own previous one."""
+        windows = self.run.aggregates.loc[part]
+        keys = windows[self.run.config.schema.key_field].astype(str).to_numpy()
+        in_time = np.lexsort((windows["window_start_ms"].to_numpy(), keys))
+        before = np.concatenate([in_time[:1], in_time[:-1]])
+        first_of_key = np.r_[True, keys[in_time][1:] != keys[in_time][:-1]]
+        before[first_of_key] = in_time[first_of_key]
+        previous = np.empty_like(scaled)
+        previous[in_time] = scaled[before]
+        return previous
+
+    def error_plus(self, other: Scores) -> Scores:
+        """The reconstruction error and `other`, each over its key's median."""
+        error, other = over_key_medians(self.configured), over_key_medians(other)
+        return Scores(self.run, error.train + other.train, error.test + other.test)
 
     def metric_soft_cap(self) -> Scores:
         detector = self.detector
@@ -499,12 +537,23 @@ def main() -> None:
 
     row("none (the configured detector)", variants.configured)
     say("| **the score** | | | | | | | |")
-    row("Hotelling's T² in the PCA subspace instead", variants.hotelling())
-    row("reconstruction error + T², each over its key's median", variants.error_and_hotelling())
+    hotelling, mixture = variants.hotelling(), variants.gaussian_mixture()
+    row("Hotelling's T² in the PCA subspace instead", hotelling)
+    row("reconstruction error + T², each over its key's median", variants.error_plus(hotelling))
     row(f"negative log-likelihood of a {GMM_COMPONENTS}-component Gaussian mixture in the "
-        "PCA subspace instead", variants.gaussian_mixture())
+        "PCA subspace instead", mixture)
     row("reconstruction error + that log-likelihood, each over its key's median",
-        variants.error_and_mixture())
+        variants.error_plus(mixture))
+    autoencoder = variants.autoencoder()
+    row(f"reconstruction error of an autoencoder (MLP, layers "
+        f"{'-'.join(map(str, AUTOENCODER_LAYERS))}) instead", autoencoder)
+    row("reconstruction error + the autoencoder's, each over its key's median",
+        variants.error_plus(autoencoder))
+    forecast = variants.forecast_residual()
+    row("error of forecasting each window from its key's previous one (ridge) instead",
+        forecast)
+    row("reconstruction error + that forecast error, each over its key's median",
+        variants.error_plus(forecast))
     row(f"each metric's contributions soft-capped at {METRIC_SOFT_CAP:g}",
         variants.metric_soft_cap())
     row(f"PCA refitted without the top {TRIMMED_SHARE:.0%} of training windows",

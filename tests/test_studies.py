@@ -54,7 +54,7 @@ def test_alternatives_study_starts_from_the_configured_detector(labeled_folder, 
     assert rows["none (the configured detector)"][0] == mean_of(evaluated)
     changes = [name for name, cells in rows.items() if len(cells) == 7
                and not name.startswith("**") and name != "change"]
-    assert len(changes) == 19  # the configured detector and eighteen changes
+    assert len(changes) == 23  # the configured detector and twenty-two changes
     for name in changes:
         f1, held_out, ceiling = (float(rows[name][i]) for i in (0, 4, 5))
         assert 0.0 <= f1 <= 1.0 and 0.0 <= held_out <= 1.0, name
