@@ -75,12 +75,12 @@ def _print_endpoints(config: JobConfig) -> None:
     _say(f"Flink web UI     {config.flink.rest_url}")
     _say(f"Kafka            {config.kafka.bootstrap_servers}  (topics {config.kafka.events_topic}, "
          f"{config.kafka.alerts_topic}, {config.kafka.dead_letter_topic})")
-    if config.kafka.security_protocol == "PLAINTEXT":  # the stack's own plain port
-        logins = kafka.login_listeners(*kafka_address(config))
-        _say("  with a login   " + ", ".join(f"{host}:{port} ({protocol})"
-                                            for protocol, (host, port) in logins.items())
-             + f"; user {kafka.SASL_USER}, password in {kafka.sasl_password_file()}, CA of "
-               f"SASL_SSL in {kafka.tls_ca_file()}")
+    plain_host, plain_port = kafka_address(config)
+    logins = kafka.login_listeners(plain_host, plain_port)
+    _say(f"  listeners      {plain_host}:{plain_port} (PLAINTEXT), " + ", ".join(
+        f"{host}:{port} ({protocol})" for protocol, (host, port) in logins.items())
+        + f"; user {kafka.SASL_USER}, password in {kafka.sasl_password_file()}, CA of "
+          f"SASL_SSL in {kafka.tls_ca_file()}")
     _say(f"InfluxDB         {config.influxdb.url}  (database {config.influxdb.database}, "
          f"measurement {config.influxdb.measurement}; credentials in {influxdb.token_path()})")
     _say(f"Logs             {process.logs_dir()}")

@@ -93,6 +93,13 @@ def login_listeners(host: str, port: int) -> dict[str, tuple[str, int]]:
     return {protocol: (host, port + offset) for protocol, offset in _LOGIN_PORT_OFFSETS.items()}
 
 
+def plain_port_of_login(protocol: str, port: int) -> int | None:
+    """The port of the plain listener of the broker whose `protocol` login listener is at
+    `port`, or None when the local broker has no listener of that protocol."""
+    offset = _LOGIN_PORT_OFFSETS.get(protocol)
+    return None if offset is None else port - offset
+
+
 def sasl_password_file() -> Path:
     """The password of SASL_USER on the SASL listener, made on the broker's first start:
     what kafka.sasl_password_file names to connect there."""
