@@ -9,6 +9,8 @@ All functions take 0/1 (or boolean) arrays over the same points in time order.
   of its points are flagged; K = 0 is the classic point adjustment, which inflates scores so
   much that random scores look good (reported for comparison with the literature only);
 - segment detection, detection delay, and false alerts per day;
+- how far the detector got on each labeled segment: whether a lower threshold would find
+  it, or whether it scores like the unlabeled points;
 - HitRate@P% (Su et al., 2019) for explanations.
 """
 
@@ -89,6 +91,57 @@ def detection_summary(predicted, labels) -> dict:
             "segment_recall": len(delays) / total if total else 0.0,
             "median_delay_points": float(np.median(delays)) if delays else None,
             "mean_delay_points": float(np.mean(delays)) if delays else None}
+
+
+# A missed segment "looks ordinary" when more than this share of the unlabeled points score
+# above its median point: a threshold that flagged half of it would flag more than this
+# share of the normal points too, far more false alarms than it would find.
+ORDINARY_SHARE = 0.01
+
+
+def segment_reach(scores, thresholds, predicted, labels) -> list[dict]:
+    """How far the detector got on each labeled segment, in time order: its points, the
+    share of them flagged, its peak and median score over the threshold at its points, and
+    the share of the unlabeled points that score above its median (near 0 it stands out, so a
+    lower threshold would find it; "ordinary" above ORDINARY_SHARE). A point without a score
+    (NaN: no window holds it) scores below every other; a segment without any has None for
+    these figures.
+
+    The second segment below is missed, but scores above every unlabeled point: a lower
+    threshold would find it.
+
+    >>> reach = segment_reach([1, 9, 2, 3.5, 3, 1], [4] * 6, [0, 1, 0, 0, 0, 0],
+    ...                       [0, 1, 0, 1, 1, 0])
+    >>> [(r["start"], r["points"], r["flagged_share"], r["peak_over_threshold"],
+    ...   r["unlabeled_above_median"], r["ordinary"]) for r in reach]
+    [(1, 1, 1.0, 2.25, 0.0, False), (3, 2, 0.0, 0.875, 0.0, False)]
+    """
+    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=bool)
+    labels = np.asarray(labels, dtype=bool)
+    unlabeled = np.sort(scores[~labels])
+    reach = []
+    for start, end in segments(labels):
+        own = scores[start:end]
+        median = float(np.median(own))
+        above = len(unlabeled) - np.searchsorted(unlabeled, median, side="right")
+        above_share = (float(above / max(len(unlabeled), 1)) if np.isfinite(own).any()
+                       else None)
+        threshold = (float(np.nanmedian(thresholds[start:end]))
+                     if np.isfinite(thresholds[start:end]).any() else float("nan"))
+
+        def over_threshold(value: float) -> float | None:
+            finite = np.isfinite(value) and np.isfinite(threshold) and threshold > 0
+            return float(value / threshold) if finite else None
+
+        reach.append({"start": start, "end": end, "points": end - start,
+                      "flagged_share": float(predicted[start:end].mean()),
+                      "peak_over_threshold": over_threshold(float(own.max())),
+                      "median_over_threshold": over_threshold(median),
+                      "unlabeled_above_median": above_share,
+                      "ordinary": None if above_share is None else above_share > ORDINARY_SHARE})
+    return reach
 
 
 def false_alarm_runs(predicted, labels) -> int:

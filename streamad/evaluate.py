@@ -26,7 +26,10 @@ Rows of the report:
 - label-tuned figures, kept apart: the best-F1 threshold chosen on the first half of each
   test file and applied to the second half, and the best-F1 ceiling on the whole test;
 - the explanation hit rates of the configured detector, explained each way it can be
-  (`models.detector.EXPLANATIONS`), and of a random ranking.
+  (`models.detector.EXPLANATIONS`), and of a random ranking;
+- the labeled segments the configured detector missed, and for each whether a lower
+  threshold would find it or whether it scores like the unlabeled events (where point
+  recall is lost, and why).
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ import pandas as pd
 from models.data import TIME_MS_COLUMN, cell_text, first_bad_row, load_events_csv
 from models.drift import DriftTracker
 from models.detector import EXPLANATIONS, Detector, DetectorSettings, threshold_fits_scorer
-from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
-                               false_alarm_runs, hit_rate, point_adjusted,
-                               precision_recall_f1)
+from models.evaluation import (ORDINARY_SHARE, best_f1_threshold, composite_f1,
+                               detection_summary, false_alarm_runs, hit_rate, point_adjusted,
+                               precision_recall_f1, segment_reach)
 from models.features import feature_names
 from models.incidents import incidents_of
 from models.threshold import THRESHOLD_METHODS
@@ -417,6 +420,7 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
                                                                 metrics)["mean"]
     incidents = incident_summary(config, data, run.aggregates.loc[~run.is_train],
                                  main_windows, labels, days)
+    missed = missed_segments(data, main_points, labels)
     steps.update()
 
     report = {
@@ -430,6 +434,7 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
         "explanations": explanations,
         "explanation_methods": explanation_methods,
         "incidents": incidents,
+        "missed_segments": missed,
     }
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -540,6 +545,32 @@ def incident_summary(config, data, test_aggregates, scored, labels, days) -> dic
     return result
 
 
+def missed_segments(data: list[KeyData], points: dict[str, pd.DataFrame],
+                    labels: dict[str, np.ndarray]) -> dict:
+    """Per key, the labeled segments none of whose events the detector flagged (with their
+    times and `models.evaluation.segment_reach`'s figures), and how many labeled events they
+    hold: those in segments that stand out, which a lower threshold would find, and those
+    in segments that look ordinary, which no threshold finds without flagging far more
+    unlabeled events (a segment no window holds is neither)."""
+    result = {}
+    for d in data:
+        p, key_labels = points[d.key], labels[d.key]
+        times = d.test[TIME_MS_COLUMN].to_numpy(np.int64)
+        missed = [dict(segment, start_ms=int(times[segment["start"]]),
+                       end_ms=int(times[segment["end"] - 1]))
+                  for segment in segment_reach(p["score"].to_numpy(), p["threshold"].to_numpy(),
+                                               p["is_anomaly"].to_numpy(bool), key_labels)
+                  if segment["flagged_share"] == 0]
+        result[d.key] = {
+            "labeled_events": int(key_labels.sum()), "segments": missed,
+            "events": sum(segment["points"] for segment in missed),
+            "standing_out_events": sum(segment["points"] for segment in missed
+                                       if segment["ordinary"] is False),
+            "ordinary_events": sum(segment["points"] for segment in missed
+                                   if segment["ordinary"])}
+    return result
+
+
 def drift_alerts_of(key: str, windows: pd.DataFrame, config: JobConfig) -> list[dict]:
     """The drift alerts the job would raise on a key's scored windows (in time order)."""
     tracker = DriftTracker(key, config.alerts.drift_policy())
@@ -565,6 +596,44 @@ def _cell(value, digits=3) -> str:
     if isinstance(value, (int, np.integer)):
         return str(value)
     return f"{value:.{digits}f}"
+
+
+def _missed_segments_lines(missed: dict, keys: list[str], longest: int = 10) -> list[str]:
+    lines = ["", "Labeled segments the configured detector missed (none of their events "
+             "flagged), and their events: in segments that stand out (their median event "
+             f"scores above all but {ORDINARY_SHARE:.0%} of the unlabeled events), which a lower "
+             "threshold would find, and in segments that look ordinary, which no threshold "
+             "finds without flagging more of the unlabeled events than that:", "",
+             "| key | labeled events | segments missed | their events | standing out | "
+             "looking ordinary |", "|---|---|---|---|---|---|"]
+    for key in keys:
+        m = missed[key]
+        lines.append(f"| {key} | {m['labeled_events']:,} | {len(m['segments'])} | "
+                     f"{m['events']:,} | {m['standing_out_events']:,} | "
+                     f"{m['ordinary_events']:,} |")
+    segments = sorted(((key, segment) for key in keys for segment in missed[key]["segments"]),
+                      key=lambda item: -item[1]["points"])[:longest]
+    if segments:
+        lines += ["", f"The {len(segments)} longest of them (score over the threshold at "
+                  "their events; the share of the key's unlabeled events that score above "
+                  "the segment's median):", "",
+                  "| key | from | to | events | peak / threshold | median / threshold | "
+                  "unlabeled events above its median |", "|---|---|---|---|---|---|---|"]
+        for key, segment in segments:
+            lines.append(f"| {key} | {_time(segment['start_ms'])} | "
+                         f"{_time(segment['end_ms'])} | {segment['points']} | "
+                         f"{_cell(segment['peak_over_threshold'], 2)} | "
+                         f"{_cell(segment['median_over_threshold'], 2)} | "
+                         f"{_percent(segment['unlabeled_above_median'])} |")
+    return lines
+
+
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{share:.1%}"
+
+
+def _time(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
 
 
 def markdown_report(report: dict) -> str:
@@ -610,6 +679,7 @@ def markdown_report(report: dict) -> str:
                      f"{_cell(f[f'pa{PA_K_PERCENT}_f1'])} | {inc['incidents']} | "
                      f"{_cell(inc['false_alerts_per_day'], 2)} | "
                      f"{_drift_cell(inc['drift_alerts'])} | {hit_rates} |")
+    lines += _missed_segments_lines(report["missed_segments"], keys)
     if report["explanations"]:
         configured = report["config"]["model"]["explain_with"]
         lines += ["", "Explanations (HitRate, OmniAnomaly's definition), over all labeled events "

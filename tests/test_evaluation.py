@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from models.evaluation import (best_f1_threshold, composite_f1, detection_summary,
-                               hit_rate, point_adjusted, precision_recall_f1)
+from models.evaluation import (ORDINARY_SHARE, best_f1_threshold, composite_f1,
+                               detection_summary, hit_rate, point_adjusted,
+                               precision_recall_f1, segment_reach)
 
 
 def test_point_adjustment_inflates_random_flags_and_pa_k_does_not():
@@ -46,6 +47,36 @@ def test_hit_rate_counts_true_metrics_in_the_top_ranks():
     assert hit_rate(contributions, [[1], [1, 2]], 100) == pytest.approx((1 + 0.5) / 2)
     # at 150% row 2 takes floor(3) = 3 metrics: both true ones
     assert hit_rate(contributions, [[1], [1, 2]], 150) == pytest.approx(1.0)
+
+
+def test_segment_reach_tells_a_segment_below_the_threshold_from_one_that_looks_ordinary():
+    rng = np.random.default_rng(2)
+    scores = rng.random(1000)  # unlabeled: uniform in [0, 1)
+    labels = np.zeros(1000, dtype=int)
+    labels[100:110] = 1
+    scores[100:110] = 1.5  # above every unlabeled score, below the threshold
+    labels[500:540] = 1
+    scores[500:540] = 0.5  # about half the unlabeled scores are above it
+    labels[900:903] = 1
+    scores[900:903] = [np.nan, 3.0, 2.5]  # found; one event without a window
+    thresholds = np.full(1000, 2.0)
+    predicted = scores > 2.0
+    standing_out, ordinary, found = segment_reach(scores, thresholds, predicted, labels)
+    assert (standing_out["start"], standing_out["end"], standing_out["points"]) == (100, 110, 10)
+    assert standing_out["flagged_share"] == 0 and standing_out["unlabeled_above_median"] == 0
+    assert standing_out["peak_over_threshold"] == pytest.approx(0.75)
+    assert not standing_out["ordinary"]
+    assert ordinary["flagged_share"] == 0 and ordinary["ordinary"]
+    assert ordinary["unlabeled_above_median"] == pytest.approx(0.5, abs=0.06)
+    assert ordinary["median_over_threshold"] == pytest.approx(0.25)
+    assert found["flagged_share"] == pytest.approx(2 / 3)
+    assert found["peak_over_threshold"] == pytest.approx(1.5)
+    assert found["unlabeled_above_median"] < ORDINARY_SHARE  # its median is 2.5
+    # Where no window holds the events, the threshold is unknown, and so is the multiple.
+    (unscored,) = segment_reach([1.0, np.nan, np.nan, 0.5], [2.0, np.nan, np.nan, 2.0],
+                                [0, 0, 0, 0], [0, 1, 1, 0])
+    assert unscored["peak_over_threshold"] is None
+    assert unscored["unlabeled_above_median"] is None and unscored["ordinary"] is None
 
 
 def test_segment_hit_rate_counts_each_segment_once():
@@ -90,8 +121,23 @@ def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_fo
     assert methods["score"]["hit_rate_150"] != methods["rarity"]["hit_rate_150"]
     assert methods["deviation"]["hit_rate_100"] != methods["rarity"]["hit_rate_100"]
     assert {r["group"] for r in report["rows"]} == {"unsupervised", "label-tuned"}
+    # The missed segments are the ones the main row counts as missed, with nothing flagged.
+    missed = report["missed_segments"]
+    for key in ("machine-2-7", "machine-3-3"):
+        segments = missed[key]["segments"]
+        assert len(segments) == main_row["per_key"][key]["segments_missed"]
+        assert all(s["flagged_share"] == 0 and s["end"] - s["start"] == s["points"]
+                   for s in segments)
+        assert missed[key]["events"] == sum(s["points"] for s in segments)
+        assert (missed[key]["ordinary_events"] + missed[key]["standing_out_events"]
+                <= missed[key]["events"])
+        assert missed[key]["events"] < missed[key]["labeled_events"]
     markdown = (out / "evaluation.md").read_text()
     assert "| random scores (reference)" in markdown
+    m = missed["machine-3-3"]
+    assert (f"| machine-3-3 | {m['labeled_events']:,} | {len(m['segments'])} | "
+            f"{m['events']:,} | {m['standing_out_events']:,} | "
+            f"{m['ordinary_events']:,} |") in markdown
     explained = report["explanations"]["machine-2-7"]
     assert (f"| {explained['hit_rate_150']:.2f} / {explained['flagged_hit_rate_150']:.2f} |"
             in markdown)
