@@ -1,7 +1,8 @@
 """One PNG per key for `streamad evaluate`: what a person checks before trusting a detector.
 
 Top: the metrics that drove the most alerts, over the test period, with labeled anomalous
-segments shaded. Bottom: the anomaly grade with the key's alert threshold (as a grade), the
+segments shaded: orange where the detector flagged any of the segment's events, grey where it
+missed the segment. Bottom: the anomaly grade with the key's alert threshold (as a grade), the
 flagged events, and the same shading.
 """
 
@@ -16,6 +17,7 @@ from models.detector import Detector
 from models.evaluation import segments
 
 METRICS_SHOWN = 4
+FOUND_COLOR, MISSED_COLOR = "orange", "dimgrey"
 
 
 def plot_key(path: Path, data, points: pd.DataFrame, metrics: list[str], labels: np.ndarray,
@@ -36,7 +38,8 @@ def plot_key(path: Path, data, points: pd.DataFrame, metrics: list[str], labels:
         top.plot(hours, data.test[metric].to_numpy(), linewidth=0.6, label=metric)
     top.set_ylabel("metric value")
     top.legend(loc="upper right", fontsize=8, title="top drivers of alerts")
-    top.set_title(f"{data.key}: labeled anomalies shaded")
+    top.set_title(f"{data.key}: labeled anomalies shaded, orange where found, grey where "
+                  f"missed")
 
     key = data.key
     threshold_grade = float(detector.calibrator_for(key).grade(
@@ -52,8 +55,10 @@ def plot_key(path: Path, data, points: pd.DataFrame, metrics: list[str], labels:
     bottom.legend(loc="upper right", fontsize=8)
     for axis in (top, bottom):
         for start, end in segments(labels):
-            axis.axvspan(hours[start], hours[min(end, len(hours) - 1)], color="orange",
-                         alpha=0.3, linewidth=0)
+            found = flagged[start:end].any()
+            axis.axvspan(hours[start], hours[min(end, len(hours) - 1)],
+                         color=FOUND_COLOR if found else MISSED_COLOR,
+                         alpha=0.3 if found else 0.25, linewidth=0)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
