@@ -25,7 +25,7 @@ from pathlib import Path
 from models.detector import driver_columns
 from models.features import (AGGREGATES, COUNT_COLUMN, aggregate_name,
                              recent_level_names)
-from streamad.config import KAFKA_PASSWORD_ENV_VAR, JobConfig
+from streamad.config import KAFKA_PASSWORD_ENV_VAR, JobConfig, KafkaConfig
 from udfs.influx_sink import SCORE_FIELDS
 
 PARSE_UDF, SCORE_UDF, WRITE_UDF = "parse_event", "score_windows", "write_scores"
@@ -100,43 +100,64 @@ SHADED_KAFKA = "org.apache.flink.kafka.shaded.org.apache.kafka"
 _LOGIN_MODULES = {"PLAIN": "common.security.plain.PlainLoginModule",
                   "SCRAM-SHA-256": "common.security.scram.ScramLoginModule",
                   "SCRAM-SHA-512": "common.security.scram.ScramLoginModule"}
-# The config provider the password comes through, by its alias in the client settings.
-_SECRETS = "streamad"
+# The config providers the secrets come through, by their alias in the client settings:
+# files (the password file, the client certificate and key) and environment variables.
+_FROM_FILE = ("streamad_file", "DirectoryConfigProvider")
+_FROM_ENVIRONMENT = ("streamad_env", "EnvVarConfigProvider")
 
 
 def _kafka_common(config: JobConfig) -> dict[str, str]:
+    """The Kafka tables' connection settings. Secrets (the SASL password, the client's
+    private key) are left to config providers that each Kafka client (on the TaskManagers,
+    and the source's on the JobManager) resolves where it runs: the SQL, which the web UI and
+    the logs show, holds only where they are."""
     kafka = config.kafka
     settings = {"connector": "kafka", "properties.bootstrap.servers": kafka.bootstrap_servers}
+    providers: dict[str, str] = {}
     if kafka.security_protocol != "PLAINTEXT":
         settings["properties.security.protocol"] = kafka.security_protocol
     if kafka.uses_sasl:
-        settings.update(_sasl_settings(config))
+        settings.update(_sasl_settings(kafka, providers))
     if kafka.uses_ssl and kafka.ssl_ca_file:
         settings.update({"properties.ssl.truststore.type": "PEM",
                          "properties.ssl.truststore.location": kafka.ssl_ca_file})
+    if kafka.uses_client_certificate:
+        if Path(kafka.ssl_key_file).is_file():  # else it may be on the Flink processes only
+            kafka.check_client_key()
+        # A PEM keystore file would need a passphrase; the key and chain as values do not.
+        settings.update({
+            "properties.ssl.keystore.type": "PEM",
+            "properties.ssl.keystore.certificate.chain": _from_file(kafka.ssl_certificate_file,
+                                                                    providers),
+            "properties.ssl.keystore.key": _from_file(kafka.ssl_key_file, providers)})
+    if providers:
+        settings["properties.config.providers"] = ",".join(providers)
+        for alias, provider in providers.items():
+            settings[f"properties.config.providers.{alias}.class"] = (
+                f"{SHADED_KAFKA}.common.config.provider.{provider}")
     return settings
 
 
-def _sasl_settings(config: JobConfig) -> dict[str, str]:
-    """The SASL login, with the password left to a config provider that each Kafka client
-    (on the TaskManagers, and the source's on the JobManager) resolves where it runs: from
-    the password file, or from the environment variable. The SQL, which the web UI and the
-    logs show, holds only where the password is."""
-    kafka = config.kafka
+def _from_file(path: str, providers: dict[str, str]) -> str:
+    """The reference to `path`'s content that the file config provider resolves."""
+    alias, provider = _FROM_FILE
+    providers[alias] = provider
+    return f"${{{alias}:{Path(path).parent}:{Path(path).name}}}"
+
+
+def _sasl_settings(kafka: KafkaConfig, providers: dict[str, str]) -> dict[str, str]:
+    """The SASL login, its password from the password file, or else from the environment
+    variable, through a config provider (added to `providers`)."""
     if kafka.sasl_password_file:
-        password_file = Path(kafka.sasl_password_file)
-        provider = "DirectoryConfigProvider"
-        password = f"${{{_SECRETS}:{password_file.parent}:{password_file.name}}}"
+        password = _from_file(kafka.sasl_password_file, providers)
     else:
-        provider = "EnvVarConfigProvider"
-        password = f"${{{_SECRETS}:{KAFKA_PASSWORD_ENV_VAR}}}"
+        alias, provider = _FROM_ENVIRONMENT
+        providers[alias] = provider
+        password = f"${{{alias}:{KAFKA_PASSWORD_ENV_VAR}}}"
     login_module = f"{SHADED_KAFKA}.{_LOGIN_MODULES[kafka.sasl_mechanism]}"
     return {"properties.sasl.mechanism": kafka.sasl_mechanism,
             "properties.sasl.jaas.config": (f'{login_module} required username='
-                                            f'"{kafka.sasl_username}" password="{password}";'),
-            "properties.config.providers": _SECRETS,
-            f"properties.config.providers.{_SECRETS}.class":
-                f"{SHADED_KAFKA}.common.config.provider.{provider}"}
+                                            f'"{kafka.sasl_username}" password="{password}";')}
 
 
 def _exactly_once_sink(config: JobConfig, topic: str, prefix: str) -> dict[str, str]:

@@ -79,8 +79,9 @@ def _print_endpoints(config: JobConfig) -> None:
     logins = kafka.login_listeners(plain_host, plain_port)
     _say(f"  listeners      {plain_host}:{plain_port} (PLAINTEXT), " + ", ".join(
         f"{host}:{port} ({protocol})" for protocol, (host, port) in logins.items())
-        + f"; user {kafka.SASL_USER}, password in {kafka.sasl_password_file()}, CA of "
-          f"SASL_SSL in {kafka.tls_ca_file()}")
+        + f"; SASL user {kafka.SASL_USER}, password in {kafka.sasl_password_file()}; the "
+          f"TLS ones' CA in {kafka.tls_ca_file()}, SSL's client certificate and key in "
+          + " and ".join(str(path) for path in kafka.tls_client_files()))
     _say(f"InfluxDB         {config.influxdb.url}  (database {config.influxdb.database}, "
          f"measurement {config.influxdb.measurement}; credentials in {influxdb.token_path()})")
     _say(f"Logs             {process.logs_dir()}")
@@ -575,6 +576,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"With {config.kafka.security_protocol}, a wrong user or password gives "
                       f"this too: check kafka.sasl_username ({config.kafka.sasl_username}) and "
                       f"the password's file or variable.", file=sys.stderr)
+            if config.kafka.uses_client_certificate:
+                print(f"A client certificate the brokers do not accept gives this too: check "
+                      f"that their CA signed kafka.ssl_certificate_file "
+                      f"({config.kafka.ssl_certificate_file}).", file=sys.stderr)
             return 1
         raise
 

@@ -67,6 +67,12 @@ class KafkaConfig:
     # With SSL or SASL_SSL: a PEM file of the CA certificates to trust (a private CA); unset,
     # the system's.
     ssl_ca_file: str | None = None
+    # With SSL or SASL_SSL, for brokers that ask for a client certificate (mutual TLS): the
+    # client's certificate (PEM, with the chain above it if any) and its private key (PEM,
+    # unencrypted PKCS#8, kept private by the file's mode). The job's Kafka clients read both
+    # files where they run (Kafka's config providers): only the paths are in its SQL.
+    ssl_certificate_file: str | None = None
+    ssl_key_file: str | None = None
 
     def _validate(self) -> None:
         if not re.match(r"^[^\s,]+:\d+(,[^\s,]+:\d+)*$", self.bootstrap_servers):
@@ -108,6 +114,17 @@ class KafkaConfig:
                     f"the SASL user, without spaces, quotes or backslashes; got "
                     f"{self.sasl_username!r}.")
 
+        if bool(self.ssl_certificate_file) != bool(self.ssl_key_file):
+            raise ConfigError(
+                f"kafka.ssl_certificate_file and kafka.ssl_key_file go together (the client's "
+                f"certificate and its private key, for mutual TLS); got only "
+                f"{'ssl_certificate_file' if self.ssl_certificate_file else 'ssl_key_file'}.")
+        if self.ssl_certificate_file and not self.uses_ssl:
+            raise ConfigError(
+                f"kafka.ssl_certificate_file is set, but kafka.security_protocol is "
+                f"{self.security_protocol}, which does not use TLS: a client certificate needs "
+                f"SSL or SASL_SSL.")
+
     @property
     def uses_sasl(self) -> bool:
         return self.security_protocol.startswith("SASL_")
@@ -140,6 +157,33 @@ class KafkaConfig:
                 f"kafka.sasl_password_file to a file that holds it, or {KAFKA_PASSWORD_ENV_VAR}.")
         return password
 
+    @property
+    def uses_client_certificate(self) -> bool:
+        return bool(self.ssl_certificate_file)
+
+    def check_client_key(self) -> None:
+        """Refuse a private key file the job's Kafka clients cannot read (they take PEM
+        PKCS#8 without a passphrase), saying how to convert it; the files must exist."""
+        for name in ("ssl_certificate_file", "ssl_key_file"):
+            if not Path(getattr(self, name)).is_file():
+                raise ConfigError(f"kafka.{name} is {getattr(self, name)!r} but there is no "
+                                  f"such file.")
+        text = Path(self.ssl_key_file).read_text(errors="replace")
+        if "-----BEGIN PRIVATE KEY-----" in text:
+            return
+        if "-----BEGIN ENCRYPTED PRIVATE KEY-----" in text or "ENCRYPTED" in text:
+            problem, fix = ("is encrypted, and streamad has no way to pass its passphrase",
+                            "decrypt it: openssl pkcs8 -topk8 -nocrypt -in KEY -out NEW_KEY "
+                            "(it asks for the passphrase), then chmod 600 NEW_KEY")
+        elif "PRIVATE KEY-----" in text:
+            problem, fix = ("is not in PKCS#8 (it says BEGIN RSA or EC PRIVATE KEY), the only "
+                            "PEM format Kafka's Java clients read",
+                            "convert it: openssl pkcs8 -topk8 -nocrypt -in KEY -out NEW_KEY")
+        else:
+            problem, fix = ("holds no PEM private key (no -----BEGIN PRIVATE KEY----- line)",
+                            "point it at the key of kafka.ssl_certificate_file, in PEM")
+        raise ConfigError(f"kafka.ssl_key_file {self.ssl_key_file} {problem}; {fix}.")
+
     def client_settings(self) -> dict[str, Any]:
         """kafka-python's keyword arguments to connect: the brokers, and the protocol with
         its credentials and CA file when they are set."""
@@ -153,6 +197,10 @@ class KafkaConfig:
                             sasl_plain_password=self.sasl_password())
         if self.uses_ssl and self.ssl_ca_file:
             settings["ssl_cafile"] = self.ssl_ca_file
+        if self.uses_client_certificate:
+            self.check_client_key()
+            settings.update(ssl_certfile=self.ssl_certificate_file,
+                            ssl_keyfile=self.ssl_key_file)
         return settings
 
 
@@ -584,7 +632,8 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
 
 def _resolve_paths(section: str, values: dict, base_dir: Path) -> None:
     path_keys = {"model": ("artifact_dir",), "influxdb": ("token_file",),
-                 "kafka": ("sasl_password_file", "ssl_ca_file"),
+                 "kafka": ("sasl_password_file", "ssl_ca_file", "ssl_certificate_file",
+                           "ssl_key_file"),
                  "flink": ("checkpoint_dir", "savepoint_dir", "home")}.get(section, ())
     for key in path_keys:
         value = values.get(key)

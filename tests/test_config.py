@@ -148,6 +148,10 @@ def kafka_login(**kafka) -> dict:
     (minimal(kafka={"security_protocol": "SASL_SSL"}), "needs kafka.sasl_username"),
     (kafka_login(sasl_username='a "b"'), "without spaces, quotes or backslashes"),
     (kafka_login(sasl_mechanism="GSSAPI"), "kafka.sasl_mechanism must be one of"),
+    (minimal(kafka={"security_protocol": "SSL", "ssl_key_file": "client.key"}),
+     "kafka.ssl_certificate_file and kafka.ssl_key_file go together.*got only ssl_key_file"),
+    (kafka_login(ssl_certificate_file="c.pem", ssl_key_file="c.key"),
+     "kafka.security_protocol is SASL_PLAINTEXT, which does not use TLS"),
 ])
 def test_kafka_logins_are_checked(data, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -183,3 +187,36 @@ def test_kafka_clients_take_the_password_from_its_file_else_the_environment(
     password_file.unlink()
     with pytest.raises(ConfigError, match="but there is no such file"):
         from_file.client_settings()
+
+
+PKCS8_KEY = "-----BEGIN PRIVATE KEY-----\nMC4CAQ==\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize("key_text, fragment", [
+    ("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA==\n-----END ENCRYPTED PRIVATE KEY-----\n",
+     "is encrypted.*openssl pkcs8 -topk8 -nocrypt -in KEY -out NEW_KEY.*chmod 600"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\nAA==\n"
+     "-----END RSA PRIVATE KEY-----\n", "is encrypted"),
+    ("-----BEGIN EC PRIVATE KEY-----\nAA==\n-----END EC PRIVATE KEY-----\n",
+     "is not in PKCS#8.*convert it: openssl pkcs8 -topk8 -nocrypt"),
+    ("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+     "holds no PEM private key"),
+])
+def test_a_client_key_the_job_cannot_read_is_refused_with_how_to_convert_it(
+        tmp_path, key_text, fragment):
+    key, certificate = tmp_path / "client.key", tmp_path / "client.pem"
+    certificate.write_text("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n")
+    key.write_text(key_text)
+    kafka = config_from_dict(minimal(kafka={
+        "security_protocol": "SSL", "ssl_certificate_file": str(certificate),
+        "ssl_key_file": str(key)})).kafka
+    with pytest.raises(ConfigError, match=f"kafka.ssl_key_file {key} " + fragment):
+        kafka.client_settings()
+    key.write_text(PKCS8_KEY)
+    assert kafka.client_settings() == {
+        "bootstrap_servers": kafka.bootstrap_servers, "security_protocol": "SSL",
+        "ssl_certfile": str(certificate), "ssl_keyfile": str(key)}
+    certificate.unlink()
+    with pytest.raises(ConfigError, match="kafka.ssl_certificate_file is .* but there is no "
+                                          "such file"):
+        kafka.client_settings()

@@ -127,7 +127,7 @@ def test_an_http_error_status_is_raised_as_the_server_gave_it(state):
 
 @pytest.mark.parametrize("protocol, port, plain_port", [
     ("PLAINTEXT", 9092, 9092), ("SASL_PLAINTEXT", 9094, 9092), ("SASL_SSL", 9095, 9092),
-    ("SASL_SSL", 19095, 19092)])
+    ("SSL", 9096, 9092), ("SASL_SSL", 19095, 19092)])
 def test_a_configuration_with_a_login_finds_the_local_brokers_plain_port(protocol, port,
                                                                         plain_port):
     from streamad.config import load_config
@@ -139,12 +139,3 @@ def test_a_configuration_with_a_login_finds_the_local_brokers_plain_port(protoco
     if protocol != "PLAINTEXT":  # and the listener it names is that protocol's
         assert kafka.login_listeners("localhost", plain_port)[protocol] == ("localhost", port)
 
-
-def test_a_protocol_the_local_broker_does_not_serve_is_refused():
-    from streamad.config import load_config
-    from streamad.stack import kafka_address
-    config = load_config(environ={"STREAMAD__KAFKA__BOOTSTRAP_SERVERS": "localhost:9096",
-                                  "STREAMAD__KAFKA__SECURITY_PROTOCOL": "SSL"})  # no login
-    with pytest.raises(process.StackError, match="kafka.security_protocol is SSL, which the "
-                                                 "local stack's broker does not serve"):
-        kafka_address(config)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from jobs import sql
-from streamad.config import config_from_dict
+from streamad.config import ConfigError, config_from_dict
 from streamad.events import parse_time_ms
 
 pyflink = pytest.importorskip("pyflink")
@@ -135,15 +135,17 @@ def test_the_sasl_password_is_named_in_the_sql_never_written_there(tmp_path, mon
     assert settings["properties.sasl.mechanism"] == "SCRAM-SHA-512"
     assert settings["properties.sasl.jaas.config"] == (
         f'{sql.SHADED_KAFKA}.common.security.scram.ScramLoginModule required username="svc" '
-        f'password="${{streamad:{tmp_path}:kafka-password}}";')
-    assert settings["properties.config.providers.streamad.class"].endswith(
+        f'password="${{streamad_file:{tmp_path}:kafka-password}}";')
+    assert settings["properties.config.providers"] == "streamad_file"
+    assert settings["properties.config.providers.streamad_file.class"].endswith(
         ".DirectoryConfigProvider")
     assert settings["properties.ssl.truststore.location"] == str(tmp_path / "ca.pem")
     from_env = sql._kafka_common(with_kafka(security_protocol="SASL_PLAINTEXT",
                                             sasl_username="svc"))
-    assert 'password="${streamad:STREAMAD_KAFKA_PASSWORD}"' in from_env[
+    assert 'password="${streamad_env:STREAMAD_KAFKA_PASSWORD}"' in from_env[
         "properties.sasl.jaas.config"]
-    assert from_env["properties.config.providers.streamad.class"].endswith(
+    assert from_env["properties.config.providers"] == "streamad_env"
+    assert from_env["properties.config.providers.streamad_env.class"].endswith(
         ".EnvVarConfigProvider")
     assert "ssl.truststore.location" not in str(from_env)
     # Every Kafka table of the job carries the login, and no SQL holds a password.
@@ -154,6 +156,36 @@ def test_the_sasl_password_is_named_in_the_sql_never_written_there(tmp_path, mon
                     sql.alerts_ddl(config)):
             assert "'properties.sasl.jaas.config'" in ddl
             assert "s3cret" not in ddl
+
+
+def test_the_client_key_is_named_in_the_sql_never_written_there(tmp_path, monkeypatch):
+    key, certificate = tmp_path / "client.key", tmp_path / "client.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleQ==\n-----END PRIVATE KEY-----\n")
+    certificate.write_text("-----BEGIN CERTIFICATE-----\nY2VydA==\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("STREAMAD_KAFKA_PASSWORD", "s3cret-from-env")
+    config = with_kafka(security_protocol="SASL_SSL", sasl_username="svc",
+                        ssl_certificate_file=str(certificate), ssl_key_file=str(key))
+    settings = sql._kafka_common(config)
+    assert settings["properties.ssl.keystore.type"] == "PEM"
+    assert settings["properties.ssl.keystore.key"] == f"${{streamad_file:{tmp_path}:client.key}}"
+    assert settings["properties.ssl.keystore.certificate.chain"] == (
+        f"${{streamad_file:{tmp_path}:client.pem}}")
+    # The password from the environment and the key from a file: both providers.
+    assert settings["properties.config.providers"] == "streamad_env,streamad_file"
+    assert settings["properties.config.providers.streamad_file.class"].endswith(
+        ".DirectoryConfigProvider")
+    for ddl in (sql.source_ddl(config, sql.RunOptions()), sql.alerts_ddl(config)):
+        assert "'properties.ssl.keystore.key'" in ddl
+        assert "c2VjcmV0LWtleQ" not in ddl and "s3cret" not in ddl
+    # A key the Java clients cannot read is refused when the SQL is made, where it is seen.
+    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nAA==\n-----END RSA PRIVATE KEY-----\n")
+    with pytest.raises(ConfigError, match="is not in PKCS#8.*openssl pkcs8 -topk8 -nocrypt"):
+        sql._kafka_common(config)
+    # Where the key is only on the Flink processes, the SQL names it all the same.
+    elsewhere = with_kafka(security_protocol="SSL", ssl_certificate_file="/run/secrets/c.pem",
+                           ssl_key_file="/run/secrets/c.key")
+    assert sql._kafka_common(elsewhere)["properties.ssl.keystore.key"] == (
+        "${streamad_file:/run/secrets:c.key}")
 
 
 def test_the_classes_the_sasl_settings_name_are_in_the_connector_jar():
@@ -171,7 +203,8 @@ def test_the_classes_the_sasl_settings_name_are_in_the_connector_jar():
                 security_protocol="SASL_PLAINTEXT", sasl_mechanism=mechanism,
                 sasl_username="svc", sasl_password_file=password_file))
             named.add(settings["properties.sasl.jaas.config"].split(" ", 1)[0])
-            named.add(settings["properties.config.providers.streamad.class"])
+            alias = settings["properties.config.providers"]
+            named.add(settings[f"properties.config.providers.{alias}.class"])
     assert len(named) == 4
     for name in named:
         assert name.replace(".", "/") + ".class" in classes, name

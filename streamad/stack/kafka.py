@@ -19,12 +19,13 @@ NAME = "kafka"
 # Flink's KafkaSink may keep a transaction open for up to its transaction.timeout.ms; the
 # broker refuses any longer than this, so it is set well above the job's default.
 TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
-# Beside the plain listener, two that take a SASL login (PLAIN, SCRAM-SHA-256 or
-# SCRAM-SHA-512) as this user (`login_listeners`): to try the job's Kafka credentials
-# (kafka.security_protocol SASL_PLAINTEXT or SASL_SSL) against a real broker.
+# Beside the plain listener, three that take a login (`login_listeners`), to try the job's
+# Kafka credentials against a real broker: two a SASL login (PLAIN, SCRAM-SHA-256 or
+# SCRAM-SHA-512) as this user (kafka.security_protocol SASL_PLAINTEXT or SASL_SSL), and one
+# a client certificate signed by the stack's CA (SSL, mutual TLS).
 SASL_USER = "streamad"
 # Each login listener's port, above the plain one's (the controller's is + 1).
-_LOGIN_PORT_OFFSETS = {"SASL_PLAINTEXT": 2, "SASL_SSL": 3}
+_LOGIN_PORT_OFFSETS = {"SASL_PLAINTEXT": 2, "SASL_SSL": 3, "SSL": 4}
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -88,16 +89,15 @@ def install() -> Path:
 
 def login_listeners(host: str, port: int) -> dict[str, tuple[str, int]]:
     """The (host, port) of each login listener of the broker whose plain listener is at
-    `host`:`port`, by security protocol; the SASL_SSL one's certificate is signed by the CA
-    in `tls_ca_file`."""
+    `host`:`port`, by security protocol; the TLS ones' certificate is signed by the CA in
+    `tls_ca_file`, and the SSL one takes only clients whose certificate that CA signed
+    (`tls_client_files`)."""
     return {protocol: (host, port + offset) for protocol, offset in _LOGIN_PORT_OFFSETS.items()}
 
 
-def plain_port_of_login(protocol: str, port: int) -> int | None:
-    """The port of the plain listener of the broker whose `protocol` login listener is at
-    `port`, or None when the local broker has no listener of that protocol."""
-    offset = _LOGIN_PORT_OFFSETS.get(protocol)
-    return None if offset is None else port - offset
+def plain_port_of(protocol: str, port: int) -> int:
+    """The port of the plain listener of the broker whose `protocol` listener is at `port`."""
+    return port - _LOGIN_PORT_OFFSETS.get(protocol, 0)
 
 
 def sasl_password_file() -> Path:
@@ -118,6 +118,14 @@ def tls_ca_file() -> Path:
     """The certificate of the CA that signed the TLS listener's: what kafka.ssl_ca_file
     names to connect there."""
     return process.state_dir() / "kafka" / "tls" / "ca.pem"
+
+
+def tls_client_files() -> tuple[Path, Path]:
+    """The client certificate and its private key (PEM, the key unencrypted PKCS#8) that the
+    SSL listener takes, signed by the stack's CA: what kafka.ssl_certificate_file and
+    kafka.ssl_key_file name to connect there."""
+    folder = tls_ca_file().parent
+    return folder / "client.pem", folder / "client.key"
 
 
 def _tls_keystore(host: str) -> Path:
@@ -152,14 +160,39 @@ def _tls_keystore(host: str) -> Path:
     return keystore
 
 
-def _server_properties(host: str, port: int, controller_port: int, sasl_port: int,
-                       sasl_ssl_port: int, data_dir: Path, password: str,
+def _tls_client_certificate() -> None:
+    """Make `tls_client_files` with openssl, signed by the CA `_tls_keystore` made, unless
+    they are there."""
+    certificate, key = tls_client_files()
+    if certificate.is_file() and key.is_file():
+        return
+    folder = certificate.parent
+    steps = [
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key.name, "-out", "client.csr",
+         "-subj", f"/CN={SASL_USER}"],
+        ["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", certificate.name, "-days", "3650"],
+    ]
+    for step in steps:
+        process.run_checked(["openssl", *step], "making the Kafka client certificate",
+                            "kafka-tls", cwd=folder)
+    key.chmod(0o600)
+
+
+def _server_properties(host: str, port: int, controller_port: int,
+                       logins: dict[str, tuple[str, int]], data_dir: Path, password: str,
                        keystore: Path) -> str:
     plain_login = (f"org.apache.kafka.common.security.plain.PlainLoginModule required "
                    f'user_{SASL_USER}="{password}";')
     # SCRAM users live in the cluster's metadata (_ensure_scram_user), not in this file.
     scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-    logins = "\n".join(
+    login_listeners = ",".join(f"{protocol}://{login_host}:{login_port}"
+                               for protocol, (login_host, login_port) in logins.items())
+    protocols = ",".join(f"{protocol}:{protocol}" for protocol in logins)
+    tls = "\n".join(f"listener.name.{listener}.ssl.keystore.type=PEM\n"
+                    f"listener.name.{listener}.ssl.keystore.location={keystore}"
+                    for listener in ("sasl_ssl", "ssl"))
+    sasl_logins = "\n".join(
         f"listener.name.{listener}.sasl.enabled.mechanisms={','.join(SASL_MECHANISMS)}\n"
         f"listener.name.{listener}.plain.sasl.jaas.config={plain_login}\n"
         f"listener.name.{listener}.scram-sha-256.sasl.jaas.config={scram_login}\n"
@@ -168,14 +201,16 @@ def _server_properties(host: str, port: int, controller_port: int, sasl_port: in
     return f"""process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port},SASL_PLAINTEXT://{host}:{sasl_port},SASL_SSL://{host}:{sasl_ssl_port}
-advertised.listeners=PLAINTEXT://{host}:{port},SASL_PLAINTEXT://{host}:{sasl_port},SASL_SSL://{host}:{sasl_ssl_port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port},{login_listeners}
+advertised.listeners=PLAINTEXT://{host}:{port},{login_listeners}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
-{logins}
-listener.name.sasl_ssl.ssl.keystore.type=PEM
-listener.name.sasl_ssl.ssl.keystore.location={keystore}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{protocols}
+{sasl_logins}
+{tls}
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location={tls_ca_file()}
+listener.name.ssl.ssl.client.auth=required
 log.dirs={data_dir}
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -205,17 +240,19 @@ def start(host: str, port: int) -> bool:
     controller_port = port + 1
     logins = login_listeners(host, port)
     for extra in (controller_port, *(login_port for _, login_port in logins.values())):
-        process.require_free_port(host, extra, "STREAMAD__KAFKA__BOOTSTRAP_SERVERS (the "
-                                  "controller and SASL listeners take the next three ports)")
+        process.require_free_port(host, extra, f"STREAMAD__KAFKA__BOOTSTRAP_SERVERS (the "
+                                  f"controller and login listeners take the next "
+                                  f"{len(logins) + 1} ports)")
     libs = install()
     config_dir = process.state_dir() / "kafka"
     data_dir = config_dir / "data"
     config_dir.mkdir(parents=True, exist_ok=True)
     properties = config_dir / "server.properties"
     password = _sasl_password()
+    keystore = _tls_keystore(host)
+    _tls_client_certificate()
     process.write_private(properties, _server_properties(  # it holds the SASL password
-        host, port, controller_port, logins["SASL_PLAINTEXT"][1], logins["SASL_SSL"][1],
-        data_dir, password, _tls_keystore(host)))
+        host, port, controller_port, logins, data_dir, password, keystore))
     (config_dir / "log4j2.yaml").write_text(_LOG4J2)
     if not (data_dir / "meta.properties").is_file():
         cluster_id = _random_cluster_id()

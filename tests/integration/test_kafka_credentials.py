@@ -1,6 +1,7 @@
-"""Kafka with a login: the job and streamad's own clients against the stack's SASL listeners,
-which take a SASL login (PLAIN or SCRAM) and nothing else (one over TLS, with a certificate of
-the stack's own CA), with the password read from a file."""
+"""Kafka with a login: the job and streamad's own clients against the stack's login
+listeners: two take a SASL login (PLAIN or SCRAM) and nothing else (one over TLS, with a
+certificate of the stack's own CA), with the password read from a file; one takes a client
+certificate that CA signed (mutual TLS), with the key read from a file."""
 
 from __future__ import annotations
 
@@ -47,21 +48,73 @@ def _connects(config, topic: str) -> bool:
 
 
 @pytest.fixture
-def sasl_ssl(isolated, tmp_path):
-    """`isolated`'s configuration; the same connecting over TLS to the stack's SASL_SSL
-    listener as its user (SCRAM-SHA-512), trusting the stack's CA; and that one's file."""
+def login_listeners(isolated):
+    """`isolated`'s configuration, once the stack's broker is seen to have its login
+    listeners."""
     if os.environ.get("STREAMAD_TEST_EXTERNAL") == "1":
-        pytest.skip("the SASL listeners, their password and CA are the local stack's; against "
-                    "external servers, run the other tests")
+        pytest.skip("the login listeners, their password, CA and client certificate are the "
+                    "local stack's; against external servers, run the other tests")
     plain, _ = isolated
     for host, port in kafka.login_listeners(*kafka_address(plain)).values():
         if not process.port_open(host, port):
             pytest.fail(f"the Kafka at {plain.kafka.bootstrap_servers} has no listener at "
                         f"port {port}: it was started before the stack had its login "
                         f"listeners. Run 'bin/streamad stack down', then the tests again.")
+    return plain
+
+
+@pytest.fixture
+def sasl_ssl(login_listeners, tmp_path):
+    """The plain configuration; the same connecting over TLS to the stack's SASL_SSL
+    listener as its user (SCRAM-SHA-512), trusting the stack's CA; and that one's file."""
+    plain = login_listeners
     login, login_path = _listener(plain, "SASL_SSL", tmp_path, sasl_mechanism="SCRAM-SHA-512",
                                   ssl_ca_file=str(kafka.tls_ca_file()))
     return plain, login, login_path
+
+
+@pytest.fixture
+def mutual_tls(login_listeners, tmp_path):
+    """The plain configuration; the same connecting to the stack's SSL listener with the
+    stack's client certificate, trusting its CA; and that one's file."""
+    plain = login_listeners
+    host, port = kafka.login_listeners(*kafka_address(plain))["SSL"]
+    certificate, key = kafka.tls_client_files()
+    login, login_path = write_config(plain, tmp_path / "SSL.yaml", kafka={
+        "bootstrap_servers": f"{host}:{port}", "security_protocol": "SSL",
+        "ssl_ca_file": str(kafka.tls_ca_file()), "ssl_certificate_file": str(certificate),
+        "ssl_key_file": str(key)})
+    return plain, login, login_path
+
+
+def _run_job_through(config, config_path, smd_slices, secret: str) -> None:
+    """Run the job with `config` on the standalone cluster: its source reads, and both
+    transactional sinks write, through `config`'s connection; and `secret` is in none of the
+    job's pages in Flink's REST API (its SQL, its plan, its configuration), nor in the Flink
+    processes' logs."""
+    events = ordered_events(smd_slices["test"], config)
+    messages = [(key, value) for key, value, _ in encoded(events, config)]
+    expected = expected_windows(config, events)
+    want = expected_alerts(config, expected)
+    assert want, "the slices should open incidents"
+
+    job_id = jobs_client.submit(config, config_path)
+    try:
+        feed_and_wait_for_scores(config, messages, expected)
+        wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
+                 >= len(want), 120, f"{len(want)} committed alerts")
+        assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
+        dead = read_json_topic(config, config.kafka.dead_letter_topic)
+        assert len(dead) == len(BAD_EVENTS)
+
+        shown = json.dumps([flink.rest(config.flink.rest_url, f"/jobs/{job_id}{part}")
+                            for part in ("", "/plan", "/config")])
+        assert secret not in shown
+        for log in (process.logs_dir() / "flink").glob("*"):
+            if log.is_file():
+                assert secret not in log.read_text(errors="replace"), log
+    finally:
+        jobs_client.cancel_running(config)
 
 
 def test_the_job_logs_in_to_kafka_over_tls_and_the_password_stays_out_of_flink(
@@ -92,29 +145,38 @@ def test_the_job_logs_in_to_kafka_over_tls_and_the_password_stays_out_of_flink(
     assert "a wrong user or password gives this too" in error and "Traceback" not in error
     assert "not-" + password not in error
 
-    events = ordered_events(smd_slices["test"], config)
-    messages = [(key, value) for key, value, _ in encoded(events, config)]
-    expected = expected_windows(config, events)
-    want = expected_alerts(config, expected)
-    assert want, "the slices should open incidents"
+    _run_job_through(config, config_path, smd_slices, password)
 
-    job_id = jobs_client.submit(config, config_path)
-    try:
-        # The source reads, and both transactional sinks write, through the login.
-        feed_and_wait_for_scores(config, messages, expected)
-        wait_for(lambda: len(read_json_topic(config, config.kafka.alerts_topic, 3))
-                 >= len(want), 120, f"{len(want)} committed alerts")
-        assert_alerts_match(read_json_topic(config, config.kafka.alerts_topic), want)
-        dead = read_json_topic(config, config.kafka.dead_letter_topic)
-        assert len(dead) == len(BAD_EVENTS)
 
-        # Flink shows the job's SQL (the plan) and its configuration: neither holds the
-        # password, only where it is; nor do the Flink processes' logs.
-        shown = json.dumps([flink.rest(config.flink.rest_url, f"/jobs/{job_id}{part}")
-                            for part in ("", "/plan", "/config")])
-        assert password not in shown
-        for log in (process.logs_dir() / "flink").glob("*"):
-            if log.is_file():
-                assert password not in log.read_text(errors="replace"), log
-    finally:
-        jobs_client.cancel_running(config)
+def _self_signed(folder, name: str) -> tuple[str, str]:
+    """A certificate and key that no CA the broker trusts signed."""
+    import subprocess
+    certificate, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(certificate), "-days", "1", "-subj", f"/CN={name}"],
+                   check=True, capture_output=True)
+    return str(certificate), str(key)
+
+
+def test_the_job_connects_with_a_client_certificate_and_its_key_stays_out_of_flink(
+        mutual_tls, smd_slices, idle_cluster, tmp_path, capsys):
+    _, config, config_path = mutual_tls
+    certificate, key = kafka.tls_client_files()
+    topic = config.kafka.events_topic
+    # The SSL listener takes only a client with a certificate of the stack's CA.
+    without_certificate, _ = write_config(config, tmp_path / "without.yaml", kafka={
+        "ssl_certificate_file": None, "ssl_key_file": None})
+    stranger_certificate, stranger_key = _self_signed(tmp_path, "stranger")
+    stranger, stranger_path = write_config(config, tmp_path / "stranger.yaml", kafka={
+        "ssl_certificate_file": stranger_certificate, "ssl_key_file": stranger_key})
+    for refused in (without_certificate, stranger):
+        assert not _connects(refused, topic), refused.kafka
+    assert _connects(config, topic)
+    capsys.readouterr()
+    assert cli.main(["--config", str(stranger_path), "alerts"]) == 1
+    error = capsys.readouterr().err
+    assert "A client certificate the brokers do not accept gives this too" in error
+    assert "Traceback" not in error
+    # The key's body, without its PEM armour: what the job must never show.
+    key_body = "".join(line for line in key.read_text().splitlines()[1:-1])[:64]
+    _run_job_through(config, config_path, smd_slices, key_body)
