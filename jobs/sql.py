@@ -124,7 +124,8 @@ def _kafka_common(config: JobConfig) -> dict[str, str]:
     if kafka.uses_client_certificate:
         if Path(kafka.ssl_key_file).is_file():  # else it may be on the Flink processes only
             kafka.check_client_key()
-        # A PEM keystore file would need a passphrase; the key and chain as values do not.
+        # The key and the chain as values, each read from its own file as users hold them
+        # (a PEM keystore file would need both in one).
         settings.update({
             "properties.ssl.keystore.type": "PEM",
             "properties.ssl.keystore.certificate.chain": _from_file(kafka.ssl_certificate_file,

@@ -113,7 +113,6 @@ class KafkaConfig:
                     f"kafka.security_protocol {self.security_protocol} needs kafka.sasl_username: "
                     f"the SASL user, without spaces, quotes or backslashes; got "
                     f"{self.sasl_username!r}.")
-
         if bool(self.ssl_certificate_file) != bool(self.ssl_key_file):
             raise ConfigError(
                 f"kafka.ssl_certificate_file and kafka.ssl_key_file go together (the client's "
