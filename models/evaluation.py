@@ -144,6 +144,28 @@ def segment_reach(scores, thresholds, predicted, labels) -> list[dict]:
     return reach
 
 
+def unflagged_in_found_segments(scores, predicted, labels) -> dict[str, int]:
+    """The labeled points left unflagged inside segments the detector found (flagged at
+    least one point of), and how many of them stand out: score above all but ORDINARY_SHARE
+    of the unlabeled points, so that keeping the segment's alert open while the score stays
+    that high would take them in. A point without a score (NaN) does not stand out.
+
+    >>> unflagged_in_found_segments([1, 9, 5, 1, 2, 8], [0, 1, 0, 0, 0, 0],
+    ...                             [0, 1, 1, 1, 0, 1])
+    {'events': 2, 'standing_out': 1}
+    """
+    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    predicted = np.asarray(predicted, dtype=bool)
+    labels = np.asarray(labels, dtype=bool)
+    unlabeled = scores[~labels]
+    high = np.quantile(unlabeled, 1.0 - ORDINARY_SHARE) if unlabeled.size else np.inf
+    in_found = np.zeros_like(labels)
+    for start, end in segments(labels):
+        in_found[start:end] = predicted[start:end].any()
+    unflagged = in_found & ~predicted
+    return {"events": int(unflagged.sum()), "standing_out": int((unflagged & (scores > high)).sum())}
+
+
 def false_alarm_runs(predicted, labels) -> int:
     """Runs of flagged points that touch no labeled point: false alarms, counted once each."""
     labels = np.asarray(labels, dtype=bool)

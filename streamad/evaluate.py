@@ -50,7 +50,8 @@ from models.drift import DriftTracker
 from models.detector import EXPLANATIONS, Detector, DetectorSettings, threshold_fits_scorer
 from models.evaluation import (ORDINARY_SHARE, best_f1_threshold, composite_f1,
                                detection_summary, false_alarm_runs, hit_rate, point_adjusted,
-                               precision_recall_f1, segment_reach)
+                               precision_recall_f1, segment_reach,
+                               unflagged_in_found_segments)
 from models.features import feature_names
 from models.incidents import incidents_of
 from models.threshold import THRESHOLD_METHODS
@@ -547,22 +548,30 @@ def incident_summary(config, data, test_aggregates, scored, labels, days) -> dic
 
 def missed_segments(data: list[KeyData], points: dict[str, pd.DataFrame],
                     labels: dict[str, np.ndarray]) -> dict:
-    """Per key, the labeled segments none of whose events the detector flagged (with their
-    times and `models.evaluation.segment_reach`'s figures), and how many labeled events they
-    hold: those in segments that stand out, which a lower threshold would find, and those
-    in segments that look ordinary, which no threshold finds without flagging far more
-    unlabeled events (a segment no window holds is neither)."""
+    """Per key, where the labeled events the detector did not flag are. In the segments it
+    found: how many, and how many of them stand out (`unflagged_in_found_segments`). In the
+    segments none of whose events it flagged (listed with their times and
+    `models.evaluation.segment_reach`'s figures): how many, those in segments that stand out,
+    which a lower threshold would find, and those in segments that look ordinary, which no
+    threshold finds without flagging far more unlabeled events (a segment no window holds is
+    neither)."""
     result = {}
     for d in data:
         p, key_labels = points[d.key], labels[d.key]
+        scores, flagged = p["score"].to_numpy(), p["is_anomaly"].fillna(False).to_numpy(bool)
         times = d.test[TIME_MS_COLUMN].to_numpy(np.int64)
         missed = [dict(segment, start_ms=int(times[segment["start"]]),
                        end_ms=int(times[segment["end"] - 1]))
-                  for segment in segment_reach(p["score"].to_numpy(), p["threshold"].to_numpy(),
-                                               p["is_anomaly"].to_numpy(bool), key_labels)
+                  for segment in segment_reach(scores, p["threshold"].to_numpy(), flagged,
+                                               key_labels)
                   if segment["flagged_share"] == 0]
+        in_found = unflagged_in_found_segments(scores, flagged, key_labels)
         result[d.key] = {
-            "labeled_events": int(key_labels.sum()), "segments": missed,
+            "labeled_events": int(key_labels.sum()),
+            "flagged_events": int((flagged & (key_labels == 1)).sum()),
+            "unflagged_in_found_segments": in_found["events"],
+            "unflagged_in_found_standing_out": in_found["standing_out"],
+            "segments": missed,
             "events": sum(segment["points"] for segment in missed),
             "standing_out_events": sum(segment["points"] for segment in missed
                                        if segment["ordinary"] is False),
@@ -599,16 +608,22 @@ def _cell(value, digits=3) -> str:
 
 
 def _missed_segments_lines(missed: dict, keys: list[str], longest: int = 10) -> list[str]:
-    lines = ["", "Labeled segments the configured detector missed (none of their events "
-             "flagged), and their events: in segments that stand out (their median event "
-             f"scores above all but {ORDINARY_SHARE:.0%} of the unlabeled events), which a lower "
-             "threshold would find, and in segments that look ordinary, which no threshold "
-             "finds without flagging more of the unlabeled events than that:", "",
-             "| key | labeled events | segments missed | their events | standing out | "
-             "looking ordinary |", "|---|---|---|---|---|---|"]
+    lines = ["", "Where the labeled events the configured detector did not flag are. In the "
+             "segments it found (flagged some event of): how many, and how many of them stand "
+             f"out (score above all but {ORDINARY_SHARE:.0%} of the unlabeled events), which an "
+             "alert kept open while the score stays that high would take in. In the segments "
+             "it missed (flagged none of): their events, in segments that stand out (their "
+             "median event does), which a lower threshold would find, and in segments that "
+             "look ordinary, which no threshold finds without flagging more of the unlabeled "
+             "events than that:", "",
+             "| key | labeled events | flagged | not flagged, in found segments | of them "
+             "standing out | segments missed | their events | in segments standing out | in "
+             "segments looking ordinary |", "|---|---|---|---|---|---|---|---|---|"]
     for key in keys:
         m = missed[key]
-        lines.append(f"| {key} | {m['labeled_events']:,} | {len(m['segments'])} | "
+        lines.append(f"| {key} | {m['labeled_events']:,} | {m['flagged_events']:,} | "
+                     f"{m['unflagged_in_found_segments']:,} | "
+                     f"{m['unflagged_in_found_standing_out']:,} | {len(m['segments'])} | "
                      f"{m['events']:,} | {m['standing_out_events']:,} | "
                      f"{m['ordinary_events']:,} |")
     segments = sorted(((key, segment) for key in keys for segment in missed[key]["segments"]),

@@ -132,11 +132,19 @@ def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_fo
         assert (missed[key]["ordinary_events"] + missed[key]["standing_out_events"]
                 <= missed[key]["events"])
         assert missed[key]["events"] < missed[key]["labeled_events"]
+        # Every labeled event is flagged, or unflagged in a found segment, or in a missed one.
+        assert (missed[key]["flagged_events"] + missed[key]["unflagged_in_found_segments"]
+                + missed[key]["events"]) == missed[key]["labeled_events"]
+        assert 0 <= missed[key]["unflagged_in_found_standing_out"] <= missed[key][
+            "unflagged_in_found_segments"]
+        assert missed[key]["flagged_events"] == round(main_row["per_key"][key]["recall"]
+                                                      * missed[key]["labeled_events"])
     markdown = (out / "evaluation.md").read_text()
     assert "| random scores (reference)" in markdown
     m = missed["machine-3-3"]
-    assert (f"| machine-3-3 | {m['labeled_events']:,} | {len(m['segments'])} | "
-            f"{m['events']:,} | {m['standing_out_events']:,} | "
+    assert (f"| machine-3-3 | {m['labeled_events']:,} | {m['flagged_events']:,} | "
+            f"{m['unflagged_in_found_segments']:,} | {m['unflagged_in_found_standing_out']:,} | "
+            f"{len(m['segments'])} | {m['events']:,} | {m['standing_out_events']:,} | "
             f"{m['ordinary_events']:,} |") in markdown
     explained = report["explanations"]["machine-2-7"]
     assert (f"| {explained['hit_rate_150']:.2f} / {explained['flagged_hit_rate_150']:.2f} |"
