@@ -27,8 +27,9 @@ Rows of the report:
   test file and applied to the second half, and the best-F1 ceiling on the whole test;
 - the explanation hit rates of the configured detector, explained each way it can be
   (`models.detector.EXPLANATIONS`), and of a random ranking;
-- the labeled segments the configured detector missed, and for each whether a lower
-  threshold would find it or whether it scores like the unlabeled events (where point
+- where the labeled events the configured detector did not flag are (inside segments it
+  found, or in segments it missed), and whether they stand out, so that a lower threshold
+  or a longer alert would take them in, or score like the unlabeled events (where point
   recall is lost, and why).
 """
 
@@ -421,7 +422,7 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
                                                                 metrics)["mean"]
     incidents = incident_summary(config, data, run.aggregates.loc[~run.is_train],
                                  main_windows, labels, days)
-    missed = missed_segments(data, main_points, labels)
+    unflagged = unflagged_labeled_events(data, main_points, labels)
     steps.update()
 
     report = {
@@ -435,7 +436,7 @@ def evaluate(config: JobConfig, data_dir: Path, output_dir: Path, plots: bool = 
         "explanations": explanations,
         "explanation_methods": explanation_methods,
         "incidents": incidents,
-        "missed_segments": missed,
+        "unflagged_labeled_events": unflagged,
     }
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -546,8 +547,8 @@ def incident_summary(config, data, test_aggregates, scored, labels, days) -> dic
     return result
 
 
-def missed_segments(data: list[KeyData], points: dict[str, pd.DataFrame],
-                    labels: dict[str, np.ndarray]) -> dict:
+def unflagged_labeled_events(data: list[KeyData], points: dict[str, pd.DataFrame],
+                             labels: dict[str, np.ndarray]) -> dict:
     """Per key, where the labeled events the detector did not flag are. In the segments it
     found: how many, and how many of them stand out (`unflagged_in_found_segments`). In the
     segments none of whose events it flagged (listed with their times and
@@ -571,12 +572,12 @@ def missed_segments(data: list[KeyData], points: dict[str, pd.DataFrame],
             "flagged_events": int((flagged & (key_labels == 1)).sum()),
             "unflagged_in_found_segments": in_found["events"],
             "unflagged_in_found_standing_out": in_found["standing_out"],
-            "segments": missed,
-            "events": sum(segment["points"] for segment in missed),
-            "standing_out_events": sum(segment["points"] for segment in missed
-                                       if segment["ordinary"] is False),
-            "ordinary_events": sum(segment["points"] for segment in missed
-                                   if segment["ordinary"])}
+            "missed_segments": missed,
+            "in_missed_segments": sum(segment["points"] for segment in missed),
+            "in_missed_standing_out": sum(segment["points"] for segment in missed
+                                          if segment["ordinary"] is False),
+            "in_missed_ordinary": sum(segment["points"] for segment in missed
+                                      if segment["ordinary"])}
     return result
 
 
@@ -607,7 +608,7 @@ def _cell(value, digits=3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _missed_segments_lines(missed: dict, keys: list[str], longest: int = 10) -> list[str]:
+def _unflagged_lines(unflagged: dict, keys: list[str], longest: int = 10) -> list[str]:
     lines = ["", "Where the labeled events the configured detector did not flag are. In the "
              "segments it found (flagged some event of): how many, and how many of them stand "
              f"out (score above all but {ORDINARY_SHARE:.0%} of the unlabeled events), which an "
@@ -620,13 +621,13 @@ def _missed_segments_lines(missed: dict, keys: list[str], longest: int = 10) -> 
              "standing out | segments missed | their events | in segments standing out | in "
              "segments looking ordinary |", "|---|---|---|---|---|---|---|---|---|"]
     for key in keys:
-        m = missed[key]
+        m = unflagged[key]
         lines.append(f"| {key} | {m['labeled_events']:,} | {m['flagged_events']:,} | "
                      f"{m['unflagged_in_found_segments']:,} | "
-                     f"{m['unflagged_in_found_standing_out']:,} | {len(m['segments'])} | "
-                     f"{m['events']:,} | {m['standing_out_events']:,} | "
-                     f"{m['ordinary_events']:,} |")
-    segments = sorted(((key, segment) for key in keys for segment in missed[key]["segments"]),
+                     f"{m['unflagged_in_found_standing_out']:,} | "
+                     f"{len(m['missed_segments'])} | {m['in_missed_segments']:,} | "
+                     f"{m['in_missed_standing_out']:,} | {m['in_missed_ordinary']:,} |")
+    segments = sorted(((key, segment) for key in keys for segment in unflagged[key]["missed_segments"]),
                       key=lambda item: -item[1]["points"])[:longest]
     if segments:
         lines += ["", f"The {len(segments)} longest of them (score over the threshold at "
@@ -694,7 +695,7 @@ def markdown_report(report: dict) -> str:
                      f"{_cell(f[f'pa{PA_K_PERCENT}_f1'])} | {inc['incidents']} | "
                      f"{_cell(inc['false_alerts_per_day'], 2)} | "
                      f"{_drift_cell(inc['drift_alerts'])} | {hit_rates} |")
-    lines += _missed_segments_lines(report["missed_segments"], keys)
+    lines += _unflagged_lines(report["unflagged_labeled_events"], keys)
     if report["explanations"]:
         configured = report["config"]["model"]["explain_with"]
         lines += ["", "Explanations (HitRate, OmniAnomaly's definition), over all labeled events "

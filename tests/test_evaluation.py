@@ -121,31 +121,31 @@ def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_fo
     assert methods["score"]["hit_rate_150"] != methods["rarity"]["hit_rate_150"]
     assert methods["deviation"]["hit_rate_100"] != methods["rarity"]["hit_rate_100"]
     assert {r["group"] for r in report["rows"]} == {"unsupervised", "label-tuned"}
-    # The missed segments are the ones the main row counts as missed, with nothing flagged.
-    missed = report["missed_segments"]
+    # Where the unflagged labeled events are: the missed segments are the ones the main row
+    # counts as missed, with nothing flagged.
+    unflagged = report["unflagged_labeled_events"]
     for key in ("machine-2-7", "machine-3-3"):
-        segments = missed[key]["segments"]
+        u = unflagged[key]
+        segments = u["missed_segments"]
         assert len(segments) == main_row["per_key"][key]["segments_missed"]
         assert all(s["flagged_share"] == 0 and s["end"] - s["start"] == s["points"]
                    for s in segments)
-        assert missed[key]["events"] == sum(s["points"] for s in segments)
-        assert (missed[key]["ordinary_events"] + missed[key]["standing_out_events"]
-                <= missed[key]["events"])
-        assert missed[key]["events"] < missed[key]["labeled_events"]
+        assert u["in_missed_segments"] == sum(s["points"] for s in segments)
+        assert u["in_missed_ordinary"] + u["in_missed_standing_out"] <= u["in_missed_segments"]
+        assert u["in_missed_segments"] < u["labeled_events"]
         # Every labeled event is flagged, or unflagged in a found segment, or in a missed one.
-        assert (missed[key]["flagged_events"] + missed[key]["unflagged_in_found_segments"]
-                + missed[key]["events"]) == missed[key]["labeled_events"]
-        assert 0 <= missed[key]["unflagged_in_found_standing_out"] <= missed[key][
-            "unflagged_in_found_segments"]
-        assert missed[key]["flagged_events"] == round(main_row["per_key"][key]["recall"]
-                                                      * missed[key]["labeled_events"])
+        assert (u["flagged_events"] + u["unflagged_in_found_segments"]
+                + u["in_missed_segments"]) == u["labeled_events"]
+        assert 0 <= u["unflagged_in_found_standing_out"] <= u["unflagged_in_found_segments"]
+        assert u["flagged_events"] == round(main_row["per_key"][key]["recall"]
+                                            * u["labeled_events"])
     markdown = (out / "evaluation.md").read_text()
     assert "| random scores (reference)" in markdown
-    m = missed["machine-3-3"]
-    assert (f"| machine-3-3 | {m['labeled_events']:,} | {m['flagged_events']:,} | "
-            f"{m['unflagged_in_found_segments']:,} | {m['unflagged_in_found_standing_out']:,} | "
-            f"{len(m['segments'])} | {m['events']:,} | {m['standing_out_events']:,} | "
-            f"{m['ordinary_events']:,} |") in markdown
+    u = unflagged["machine-3-3"]
+    assert (f"| machine-3-3 | {u['labeled_events']:,} | {u['flagged_events']:,} | "
+            f"{u['unflagged_in_found_segments']:,} | {u['unflagged_in_found_standing_out']:,} | "
+            f"{len(u['missed_segments'])} | {u['in_missed_segments']:,} | "
+            f"{u['in_missed_standing_out']:,} | {u['in_missed_ordinary']:,} |") in markdown
     explained = report["explanations"]["machine-2-7"]
     assert (f"| {explained['hit_rate_150']:.2f} / {explained['flagged_hit_rate_150']:.2f} |"
             in markdown)
