@@ -1,6 +1,7 @@
 """docker/ cannot run here (no Docker engine): check it statically against what runs here."""
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -9,10 +10,11 @@ from streamad.config import load_config
 from streamad.stack import versions
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
+COMPOSE_FILE = DOCKER / "docker-compose.yml"
 
 
 def compose():
-    return yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+    return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
 def test_images_and_jars_match_the_pinned_versions():
@@ -46,8 +48,11 @@ def test_broker_allows_the_sinks_transaction_timeout():
 
 def test_environment_overrides_name_real_config_keys():
     environment = compose()["x-flink-env"]
+    # The commented examples too (the Kafka login settings a user adds).
+    commented = re.findall(r"^\s*#\s*(STREAMAD__\w+):", COMPOSE_FILE.read_text(), re.MULTILINE)
+    assert len(commented) >= 7
     config = load_config(environ={})
-    for name in environment:
+    for name in [*environment, *commented]:
         if name.startswith("STREAMAD__"):
             section, key = name[len("STREAMAD__"):].lower().split("__")
             assert hasattr(getattr(config, section), key), name
