@@ -567,6 +567,14 @@ def unflagged_labeled_events(data: list[KeyData], points: dict[str, pd.DataFrame
                                                key_labels)
                   if segment["flagged_share"] == 0]
         in_found = unflagged_in_found_segments(scores, flagged, key_labels)
+        in_missed_standing_out = sum(segment["points"] for segment in missed
+                                     if segment["ordinary"] is False)
+        labeled = key_labels == 1
+        # Point F1 were every unflagged event that stands out taken in and no unlabeled
+        # event more flagged: how far the events that stand out could take it.
+        found = int((flagged & labeled).sum()) + in_found["standing_out"] + in_missed_standing_out
+        bound = 2 * found / max(2 * found + int((flagged & ~labeled).sum())
+                                + int(labeled.sum()) - found, 1)
         result[d.key] = {
             "labeled_events": int(key_labels.sum()),
             "flagged_events": int((flagged & (key_labels == 1)).sum()),
@@ -574,10 +582,10 @@ def unflagged_labeled_events(data: list[KeyData], points: dict[str, pd.DataFrame
             "unflagged_in_found_standing_out": in_found["standing_out"],
             "missed_segments": missed,
             "in_missed_segments": sum(segment["points"] for segment in missed),
-            "in_missed_standing_out": sum(segment["points"] for segment in missed
-                                          if segment["ordinary"] is False),
+            "in_missed_standing_out": in_missed_standing_out,
             "in_missed_ordinary": sum(segment["points"] for segment in missed
-                                      if segment["ordinary"])}
+                                      if segment["ordinary"]),
+            "f1_with_the_standing_out_flagged": bound}
     return result
 
 
@@ -627,7 +635,14 @@ def _unflagged_lines(unflagged: dict, keys: list[str], longest: int = 10) -> lis
                      f"{m['unflagged_in_found_standing_out']:,} | "
                      f"{len(m['missed_segments'])} | {m['in_missed_segments']:,} | "
                      f"{m['in_missed_standing_out']:,} | {m['in_missed_ordinary']:,} |")
-    segments = sorted(((key, segment) for key in keys for segment in unflagged[key]["missed_segments"]),
+    bounds = [unflagged[key]["f1_with_the_standing_out_flagged"] for key in keys]
+    lines += ["", "Were every unflagged event that stands out flagged too, and no unlabeled "
+              f"event more, the mean point F1 would be {np.mean(bounds):.3f} ("
+              + ", ".join(f"{key} {bound:.3f}" for key, bound in zip(keys, bounds))
+              + "). Any gain beyond that takes in events that score like unlabeled ones, "
+              "and false alarms with them."]
+    segments = sorted(((key, segment) for key in keys
+                       for segment in unflagged[key]["missed_segments"]),
                       key=lambda item: -item[1]["points"])[:longest]
     if segments:
         lines += ["", f"The {len(segments)} longest of them (score over the threshold at "

@@ -139,6 +139,11 @@ def test_evaluate_writes_a_report_with_baselines_random_row_and_plots(labeled_fo
         assert 0 <= u["unflagged_in_found_standing_out"] <= u["unflagged_in_found_segments"]
         assert u["flagged_events"] == round(main_row["per_key"][key]["recall"]
                                             * u["labeled_events"])
+        # Taking in more labeled events and no unlabeled one can only raise F1.
+        f1 = main_row["per_key"][key]["f1"]
+        assert f1 - 1e-9 <= u["f1_with_the_standing_out_flagged"] <= 1
+        if u["unflagged_in_found_standing_out"] + u["in_missed_standing_out"] == 0:
+            assert u["f1_with_the_standing_out_flagged"] == pytest.approx(f1)
     markdown = (out / "evaluation.md").read_text()
     assert "| random scores (reference)" in markdown
     u = unflagged["machine-3-3"]
