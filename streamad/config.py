@@ -488,7 +488,8 @@ class FlinkConfig:
     home: str = ""
     # Ship the Kafka connector jar with the job (pipeline.jars, fetched with Maven once).
     # False where the cluster's lib/ holds it already, as docker/Dockerfile puts it there: the
-    # submitter then needs neither Maven nor the download.
+    # submitter then needs neither Maven nor the download. A SCRAM login needs it in lib/
+    # (see the README's Kafka login section).
     ship_connector: bool = True
     # Python bundles: rows handed to the Python worker together (and arrow batch size).
     python_bundle_size: int = 1000

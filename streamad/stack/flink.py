@@ -87,17 +87,27 @@ def lib_dir() -> Path:
 
 
 def _link_lib_dir() -> None:
-    """The cluster's classpath: the wheel's lib/ plus its opt/flink-python jar.
+    """The cluster's classpath: the wheel's lib/ plus its opt/flink-python jar, and the Kafka
+    connector.
 
     The wheel keeps flink-python in opt/, where `flink run` finds it for the client but the
     JobManager and TaskManager do not: without it a Python job fails at submission with
     ClassNotFoundException ...ArrowPythonScalarFunctionOperator.
+
+    The connector belongs on the cluster's classpath too, not only in each job's: Kafka's
+    client registers its SCRAM login JVM-wide (a java.security provider) from the class
+    loader of the first job that logs in, and once that job ends its class loader is closed,
+    so every later job on the same JobManager failed its SCRAM login with
+    NoClassDefFoundError ...ScramMessages$ServerFinalMessage, and its source retried in a
+    tight loop. From lib/ the connector's classes (under org.apache.flink., which Flink loads
+    parent-first) come from the cluster's class loader, which lives as long as the JVM.
     """
     target = lib_dir()
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     home = flink_home()
-    for jar in [*sorted((home / "lib").glob("*.jar")), *sorted((home / "opt").glob("flink-python-*.jar"))]:
+    for jar in [*sorted((home / "lib").glob("*.jar")),
+                *sorted((home / "opt").glob("flink-python-*.jar")), connector_jar()]:
         (target / jar.name).symlink_to(jar)
 
 

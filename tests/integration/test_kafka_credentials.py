@@ -145,6 +145,18 @@ def test_the_job_logs_in_to_kafka_over_tls_and_the_password_stays_out_of_flink(
     assert "a wrong user or password gives this too" in error and "Traceback" not in error
     assert "not-" + password not in error
 
+    # Kafka registers its SCRAM login JVM-wide, from the class loader of the first job that
+    # logs in. Here that is a job with the wrong password, which ends; the job after it must
+    # log in all the same (before the connector was on the cluster's classpath, it failed
+    # with NoClassDefFoundError ...ScramMessages and its source retried in a tight loop).
+    try:
+        refused_job = jobs_client.submit(wrong, wrong_path)
+        wait_for(lambda: flink.rest(config.flink.rest_url, f"/jobs/{refused_job}/exceptions")[
+            "exceptionHistory"]["entries"], 60, "the refused login in the job's failures")
+    except jobs_client.SubmitError as failed:  # its restarts ran out before it was seen running
+        assert "is FAILED" in str(failed)
+    finally:
+        jobs_client.cancel_running(wrong)
     _run_job_through(config, config_path, smd_slices, password)
 
 
