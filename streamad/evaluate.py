@@ -570,14 +570,15 @@ def unflagged_labeled_events(data: list[KeyData], points: dict[str, pd.DataFrame
         in_missed_standing_out = sum(segment["points"] for segment in missed
                                      if segment["ordinary"] is False)
         labeled = key_labels == 1
+        labeled_events, flagged_events = int(labeled.sum()), int((flagged & labeled).sum())
         # Point F1 were every unflagged event that stands out taken in and no unlabeled
         # event more flagged: how far the events that stand out could take it.
-        found = int((flagged & labeled).sum()) + in_found["standing_out"] + in_missed_standing_out
+        found = flagged_events + in_found["standing_out"] + in_missed_standing_out
         bound = 2 * found / max(2 * found + int((flagged & ~labeled).sum())
-                                + int(labeled.sum()) - found, 1)
+                                + labeled_events - found, 1)
         result[d.key] = {
-            "labeled_events": int(key_labels.sum()),
-            "flagged_events": int((flagged & (key_labels == 1)).sum()),
+            "labeled_events": labeled_events,
+            "flagged_events": flagged_events,
             "unflagged_in_found_segments": in_found["events"],
             "unflagged_in_found_standing_out": in_found["standing_out"],
             "missed_segments": missed,

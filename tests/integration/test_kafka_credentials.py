@@ -21,11 +21,14 @@ from .helpers import (BAD_EVENTS, assert_alerts_match, expected_alerts, expected
 
 def _listener(plain, protocol: str, tmp_path, **kafka_settings):
     """`plain` (the local stack's plain listener) connecting with `protocol` to the stack's
-    login listener of that protocol as its user, and the path of that configuration."""
+    login listener of that protocol (a SASL one as its user), and the path of that
+    configuration."""
     host, port = kafka.login_listeners(*kafka_address(plain))[protocol]
+    sasl_login = ({"sasl_username": kafka.SASL_USER,
+                   "sasl_password_file": str(kafka.sasl_password_file())}
+                  if protocol.startswith("SASL_") else {})
     return write_config(plain, tmp_path / f"{protocol}.yaml", kafka={
-        "bootstrap_servers": f"{host}:{port}", "security_protocol": protocol,
-        "sasl_username": kafka.SASL_USER, "sasl_password_file": str(kafka.sasl_password_file()),
+        "bootstrap_servers": f"{host}:{port}", "security_protocol": protocol, **sasl_login,
         **kafka_settings})
 
 
@@ -78,12 +81,9 @@ def mutual_tls(login_listeners, tmp_path):
     """The plain configuration; the same connecting to the stack's SSL listener with the
     stack's client certificate, trusting its CA; and that one's file."""
     plain = login_listeners
-    host, port = kafka.login_listeners(*kafka_address(plain))["SSL"]
     certificate, key = kafka.tls_client_files()
-    login, login_path = write_config(plain, tmp_path / "SSL.yaml", kafka={
-        "bootstrap_servers": f"{host}:{port}", "security_protocol": "SSL",
-        "ssl_ca_file": str(kafka.tls_ca_file()), "ssl_certificate_file": str(certificate),
-        "ssl_key_file": str(key)})
+    login, login_path = _listener(plain, "SSL", tmp_path, ssl_ca_file=str(kafka.tls_ca_file()),
+                                  ssl_certificate_file=str(certificate), ssl_key_file=str(key))
     return plain, login, login_path
 
 
